@@ -1,0 +1,54 @@
+package pki
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"slices"
+)
+
+// ServerTLS returns a TLS 1.3-only server configuration presenting cert.
+// With clientCAs set, clients must present a certificate signed by one of
+// them.
+func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"h2"},
+	}
+	if clientCAs != nil {
+		cfg.ClientCAs = clientCAs
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return cfg
+}
+
+// AdminServerTLS is ServerTLS for the remote admin listener: clients need a
+// certificate from clientCAs whose subject has the AdminOU unit.
+func AdminServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+	cfg := ServerTLS(cert, clientCAs)
+	cfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+		if len(chains) == 0 || len(chains[0]) == 0 {
+			return errors.New("pki: no verified client certificate")
+		}
+		if !slices.Contains(chains[0][0].Subject.OrganizationalUnit, AdminOU) {
+			return errors.New("pki: client certificate is not an admin certificate")
+		}
+		return nil
+	}
+	return cfg
+}
+
+// ClientTLS returns a TLS 1.3-only client configuration trusting roots and
+// expecting serverName; cert, if not nil, is presented to the server.
+func ClientTLS(roots *x509.CertPool, serverName string, cert *tls.Certificate) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    roots,
+		ServerName: serverName,
+	}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return cfg
+}

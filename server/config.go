@@ -1,0 +1,95 @@
+package server
+
+import (
+	"time"
+
+	"github.com/valise-im/valise"
+)
+
+// Config is the server's section of the node configuration. Zero fields
+// take the defaults of DefaultConfig.
+type Config struct {
+	// Node is this node's name; users are localpart@Node.
+	Node valise.NodeName
+	// MaxCiphertextBytes bounds one envelope's ciphertext.
+	MaxCiphertextBytes int
+	// MaxRecipients bounds the envelopes of one SendEnvelopes.
+	MaxRecipients int
+	// MaxOneTimeKeysPerUpload bounds one-time prekeys per publish.
+	MaxOneTimeKeysPerUpload int
+	// MaxOneTimeKeysStored bounds the unclaimed one-time prekeys per device.
+	MaxOneTimeKeysStored int
+	// Password sets the argon2id cost of password hashes.
+	Password PasswordParams
+	// Limits are the rate limits.
+	Limits Limits
+	// GRPC are the gRPC server limits of the client listener.
+	GRPC GRPCLimits
+}
+
+// Limits are token-bucket rate limits: Burst requests at once, then
+// PerSecond on average.
+type Limits struct {
+	// Sends per device (SendEnvelopes calls).
+	Send Rate
+	// Login attempts per client address and, separately, per account.
+	Login Rate
+	// Failed logins per account.
+	LoginFailure Rate
+	// One-time key claims per (caller device, target device).
+	Claim Rate
+}
+
+// Rate is a token bucket.
+type Rate struct {
+	Burst     int
+	PerSecond float64
+}
+
+// GRPCLimits are the explicit limits of a gRPC server.
+type GRPCLimits struct {
+	MaxRecvMsgBytes      int
+	MaxConcurrentStreams uint32
+	MaxHeaderListBytes   uint32
+	ConnectionTimeout    time.Duration
+	KeepaliveTime        time.Duration
+	KeepaliveTimeout     time.Duration
+	KeepaliveMinTime     time.Duration
+	MaxConnectionAge     time.Duration
+	MaxConnectionGrace   time.Duration
+	UnaryTimeout         time.Duration
+}
+
+// DefaultConfig returns the documented defaults (see README "Limits").
+func DefaultConfig() Config {
+	return Config{
+		MaxCiphertextBytes:      valise.DefaultMaxCiphertext,
+		MaxRecipients:           valise.DefaultMaxRecipients,
+		MaxOneTimeKeysPerUpload: valise.DefaultMaxOneTimeKeysPerUpload,
+		MaxOneTimeKeysStored:    valise.DefaultMaxOneTimeKeysStored,
+		Password:                DefaultPasswordParams(),
+		Limits: Limits{
+			Send:         Rate{Burst: 60, PerSecond: 20},
+			Login:        Rate{Burst: 5, PerSecond: 0.2},
+			LoginFailure: Rate{Burst: 3, PerSecond: 1.0 / 60},
+			Claim:        Rate{Burst: 6, PerSecond: 1.0 / 600},
+		},
+		GRPC: DefaultGRPCLimits(),
+	}
+}
+
+// DefaultGRPCLimits returns the client listener's default gRPC limits.
+func DefaultGRPCLimits() GRPCLimits {
+	return GRPCLimits{
+		MaxRecvMsgBytes:      1 << 20,
+		MaxConcurrentStreams: 100,
+		MaxHeaderListBytes:   8 << 10,
+		ConnectionTimeout:    10 * time.Second,
+		KeepaliveTime:        60 * time.Second,
+		KeepaliveTimeout:     20 * time.Second,
+		KeepaliveMinTime:     30 * time.Second,
+		MaxConnectionAge:     time.Hour,
+		MaxConnectionGrace:   30 * time.Second,
+		UnaryTimeout:         10 * time.Second,
+	}
+}

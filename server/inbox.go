@@ -1,0 +1,117 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/storage"
+)
+
+// OutgoingEnvelope is one envelope of a send as the client gave it.
+type OutgoingEnvelope struct {
+	RecipientUser   string
+	RecipientDevice string
+	Ciphertext      []byte
+}
+
+// Send validates a send, commits it through the group-commit writer and
+// wakes the recipients' streams. All envelopes commit or none.
+func (n *Node) Send(ctx context.Context, c Caller, idempotencyKey string, envs []OutgoingEnvelope) ([]valise.EnvelopeID, error) {
+	if idempotencyKey == "" || len(idempotencyKey) > valise.MaxIdempotencyKeyLen {
+		return nil, valise.Errorf(valise.KindInvalid, "idempotency key must be 1 to %d bytes", valise.MaxIdempotencyKeyLen)
+	}
+	if len(envs) == 0 {
+		return nil, valise.Errorf(valise.KindInvalid, "no envelopes to send")
+	}
+	if len(envs) > n.cfg.MaxRecipients {
+		return nil, valise.Errorf(valise.KindInvalid, "at most %d envelopes per send, got %d", n.cfg.MaxRecipients, len(envs))
+	}
+	now := n.now().UTC()
+	op := &storage.SendOp{
+		Sender:         n.userID(c.User),
+		SenderDevice:   c.Device,
+		IdempotencyKey: idempotencyKey,
+		ServerTime:     now,
+		Envelopes:      make([]storage.NewEnvelope, len(envs)),
+	}
+	for i, e := range envs {
+		if len(e.Ciphertext) == 0 || len(e.Ciphertext) > n.cfg.MaxCiphertextBytes {
+			return nil, valise.Errorf(valise.KindInvalid, "envelope %d: ciphertext must be 1 to %d bytes, got %d", i, n.cfg.MaxCiphertextBytes, len(e.Ciphertext))
+		}
+		local, err := n.localUser(e.RecipientUser)
+		if err != nil {
+			return nil, fmt.Errorf("envelope %d: %w", i, err)
+		}
+		dev, err := valise.ParseDeviceID(e.RecipientDevice)
+		if err != nil {
+			return nil, fmt.Errorf("envelope %d: %w", i, err)
+		}
+		op.Envelopes[i] = storage.NewEnvelope{ID: valise.NewEnvelopeID(now), Recipient: local, RecipientDevice: dev, Ciphertext: e.Ciphertext}
+	}
+	if ok, d := n.send.allow(string(c.Device)); !ok {
+		return nil, valise.Exhausted(d, "this device sends too fast")
+	}
+	res, err := n.writer.Send(ctx, op)
+	if err != nil {
+		return nil, fmt.Errorf("send: %w", err)
+	}
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	n.metrics.envelopesAccepted.Add(float64(len(res.Deliveries)))
+	for _, d := range res.Deliveries {
+		n.hub.notify(d.User, d.Device)
+	}
+	return res.IDs, nil
+}
+
+// inboxPage is how many envelopes a stream reads from storage at a time.
+const inboxPage = 100
+
+// StreamInbox calls deliver for every envelope of the caller's inbox after
+// cursor, then for each new one as it is committed, until ctx ends or the
+// device is revoked.
+func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver func(valise.Envelope) error) error {
+	sub, unsubscribe := n.hub.subscribe(c.User, c.Device)
+	defer unsubscribe()
+	for {
+		// Drain a pending wake-up first: the read below covers it.
+		select {
+		case <-sub.wake:
+		default:
+		}
+		page, err := n.store.ReadInbox(ctx, c.User, c.Device, after, inboxPage)
+		if err != nil {
+			return fmt.Errorf("stream inbox: %w", err)
+		}
+		for _, e := range page {
+			if err := deliver(e); err != nil {
+				return err
+			}
+			after = e.Cursor
+		}
+		n.metrics.envelopesDeliver.Add(float64(len(page)))
+		if len(page) == inboxPage {
+			continue
+		}
+		select {
+		case <-sub.wake:
+		case <-sub.revoked:
+			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Ack deletes the caller's envelopes up to cursor.
+func (n *Node) Ack(ctx context.Context, c Caller, cursor uint64) error {
+	if cursor == 0 {
+		return valise.Errorf(valise.KindInvalid, "cursor must be at least 1")
+	}
+	if _, err := n.writer.Ack(ctx, &storage.AckOp{User: c.User, Device: c.Device, Cursor: cursor}); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}

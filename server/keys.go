@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/storage"
+)
+
+func checkPreKey(what string, k valise.PreKey) error {
+	if len(k.PublicKey) == 0 || len(k.PublicKey) > valise.MaxPublicKeyLen {
+		return valise.Errorf(valise.KindInvalid, "%s public key must be 1 to %d bytes", what, valise.MaxPublicKeyLen)
+	}
+	if len(k.Signature) == 0 || len(k.Signature) > valise.MaxSignatureLen {
+		return valise.Errorf(valise.KindInvalid, "%s signature must be 1 to %d bytes", what, valise.MaxSignatureLen)
+	}
+	return nil
+}
+
+// PublishKeys stores the caller device's keys and returns its one-time key
+// stock.
+func (n *Node) PublishKeys(ctx context.Context, c Caller, k storage.PublishKeys, hasSignedPreKey bool) (int, error) {
+	if len(k.IdentityKey) > valise.MaxPublicKeyLen {
+		return 0, valise.Errorf(valise.KindInvalid, "identity key must be at most %d bytes", valise.MaxPublicKeyLen)
+	}
+	if hasSignedPreKey {
+		if err := checkPreKey("signed prekey", k.SignedPreKey); err != nil {
+			return 0, err
+		}
+	}
+	if len(k.OneTimeKeys) > n.cfg.MaxOneTimeKeysPerUpload {
+		return 0, valise.Errorf(valise.KindInvalid, "at most %d one-time prekeys per publish", n.cfg.MaxOneTimeKeysPerUpload)
+	}
+	seen := make(map[uint32]bool, len(k.OneTimeKeys))
+	for i, otk := range k.OneTimeKeys {
+		if err := checkPreKey(fmt.Sprintf("one-time prekey %d", i), otk); err != nil {
+			return 0, err
+		}
+		if seen[otk.KeyID] {
+			return 0, valise.Errorf(valise.KindInvalid, "one-time prekey id %d appears twice", otk.KeyID)
+		}
+		seen[otk.KeyID] = true
+	}
+	count, err := n.store.PublishKeys(ctx, c.User, c.Device, k, n.cfg.MaxOneTimeKeysStored)
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		return 0, valise.Errorf(valise.KindAlreadyExists, "identity key differs from the published one, or a one-time prekey id was used before")
+	case errors.Is(err, storage.ErrPrecondition):
+		if len(k.IdentityKey) == 0 {
+			return 0, valise.Errorf(valise.KindInvalid, "the first publish must carry the identity key and signed prekey")
+		}
+		return 0, valise.Errorf(valise.KindPrecondition, "the device would hold more than %d one-time prekeys", n.cfg.MaxOneTimeKeysStored)
+	case err != nil:
+		return 0, notFound(err, "device not found")
+	}
+	return count, nil
+}
+
+// CountOneTimeKeys returns the caller device's one-time key stock.
+func (n *Node) CountOneTimeKeys(ctx context.Context, c Caller) (int, error) {
+	count, err := n.store.CountOneTimeKeys(ctx, c.User, c.Device)
+	return count, notFound(err, "device not found")
+}
+
+// GetDeviceKeys returns the published keys of a user's devices.
+func (n *Node) GetDeviceKeys(ctx context.Context, user string) (valise.UserID, []valise.DeviceKeys, error) {
+	local, err := n.localUser(user)
+	if err != nil {
+		return valise.UserID{}, nil, err
+	}
+	keys, err := n.store.GetDeviceKeys(ctx, local)
+	return n.userID(local), keys, err
+}
+
+// ClaimOneTimeKey hands out one prekey of a device to the caller.
+func (n *Node) ClaimOneTimeKey(ctx context.Context, c Caller, user, device string) (valise.PreKey, bool, error) {
+	local, err := n.localUser(user)
+	if err != nil {
+		return valise.PreKey{}, false, err
+	}
+	id, err := valise.ParseDeviceID(device)
+	if err != nil {
+		return valise.PreKey{}, false, err
+	}
+	if ok, d := n.claim.allow(string(c.Device) + "|" + local + "|" + string(id)); !ok {
+		return valise.PreKey{}, false, valise.Exhausted(d, "too many one-time key claims for this device")
+	}
+	k, fallback, err := n.store.ClaimOneTimeKey(ctx, local, id)
+	if err != nil {
+		return valise.PreKey{}, false, notFound(err, "device %s of %s not found or has no keys", id, n.userID(local))
+	}
+	return k, fallback, nil
+}

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// keyedLimiter holds one token bucket per key. Buckets idle long enough to
+// be full again are dropped, so memory stays bounded by active keys.
+type keyedLimiter struct {
+	r   Rate
+	mu  sync.Mutex
+	m   map[string]*bucket
+	now func() time.Time
+	// lastSweep is when idle buckets were last dropped.
+	lastSweep time.Time
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+func newKeyedLimiter(r Rate, now func() time.Time) *keyedLimiter {
+	return &keyedLimiter{r: r, m: make(map[string]*bucket), now: now}
+}
+
+// refill is how long an idle bucket takes to be full again.
+func (k *keyedLimiter) refill() time.Duration {
+	if k.r.PerSecond <= 0 {
+		return time.Hour
+	}
+	return time.Duration(float64(k.r.Burst) / k.r.PerSecond * float64(time.Second))
+}
+
+func (k *keyedLimiter) get(key string, now time.Time) *bucket {
+	if now.Sub(k.lastSweep) > time.Minute || len(k.m) > 100_000 {
+		idle := k.refill()
+		for key, b := range k.m {
+			if now.Sub(b.seen) > idle {
+				delete(k.m, key)
+			}
+		}
+		k.lastSweep = now
+	}
+	b := k.m[key]
+	if b == nil {
+		b = &bucket{lim: rate.NewLimiter(rate.Limit(k.r.PerSecond), k.r.Burst)}
+		k.m[key] = b
+	}
+	b.seen = now
+	return b
+}
+
+// allow takes one token for key, or returns how long to wait for one.
+func (k *keyedLimiter) allow(key string) (bool, time.Duration) {
+	if k.r.Burst <= 0 {
+		return true, 0
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	b := k.get(key, now)
+	res := b.lim.ReserveN(now, 1)
+	if !res.OK() {
+		return false, time.Minute
+	}
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// peek reports whether key has a token left, without taking it.
+func (k *keyedLimiter) peek(key string) (bool, time.Duration) {
+	if k.r.Burst <= 0 {
+		return true, 0
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	b := k.get(key, now)
+	if b.lim.TokensAt(now) >= 1 {
+		return true, 0
+	}
+	res := b.lim.ReserveN(now, 1)
+	d := res.DelayFrom(now)
+	res.CancelAt(now)
+	return false, d
+}
