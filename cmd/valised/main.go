@@ -1,0 +1,69 @@
+// Command valised is the Valise homeserver daemon.
+//
+//	valised init  --data DIR --name NODE [--client-addr HOST:PORT] [--federation-addr HOST:PORT]
+//	              [--metrics-addr HOST:PORT] [--postgres DSN] [--json]
+//	valised serve --data DIR
+//	valised serve --dev [--data DIR]
+//	valised check --data DIR
+//
+// init creates a node's data directory (config, CA, certificates, keys);
+// serve runs the node until SIGTERM or SIGINT; serve --dev creates a
+// loopback-only development node in ./valise-dev on first start and reuses
+// it afterwards; check validates a node's configuration and reports every
+// problem with its config path.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage:
+  valised init  --data DIR --name NODE [--client-addr HOST:PORT] [--federation-addr HOST:PORT]
+                [--metrics-addr HOST:PORT] [--postgres DSN] [--json]
+  valised serve --data DIR
+  valised serve --dev [--data DIR]       (default DIR: ./valise-dev)
+  valised check --data DIR
+`
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "init":
+		err = cmdInit(args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(ctx, args[1:], stdout, stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "valised: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if err == errUsage {
+			return 2
+		}
+		fmt.Fprintf(stderr, "valised: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/internal/backend"
+	"github.com/valise-im/valise/internal/config"
+	"github.com/valise-im/valise/internal/pki"
+	"github.com/valise-im/valise/server"
+)
+
+const devDir = "valise-dev"
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("data", "", "the node's data directory (default ./valise-dev with --dev)")
+	dev := fs.Bool("dev", false, "run a loopback-only development node, creating it on first start")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return errUsage
+	}
+	if *dev {
+		if *dir == "" {
+			*dir = devDir
+		}
+		if err := ensureDevNode(*dir, stdout); err != nil {
+			return err
+		}
+	}
+	if *dir == "" {
+		fmt.Fprintln(stderr, "valised serve: --data DIR is required (or --dev)")
+		return errUsage
+	}
+	cfg, err := loadChecked(*dir)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, *dir, cfg, log, func(r ready) {
+		if *dev {
+			printDevBanner(stdout, *dir, r)
+		}
+	})
+}
+
+func loadChecked(dir string) (config.Config, error) {
+	cfg, err := config.Load(dir)
+	if err != nil {
+		return cfg, err
+	}
+	if err := cfg.Validate(dir, true); err != nil {
+		return cfg, fmt.Errorf("invalid configuration in %s:\n%v", filepath.Join(dir, config.FileName), err)
+	}
+	return cfg, nil
+}
+
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}
+
+// ready tells who started serve where its listeners are.
+type ready struct {
+	Client, Metrics, AdminSocket, AdminRemote string
+}
+
+// serve runs a node until ctx ends, then stops gracefully within
+// cfg.ShutdownTimeout. onReady, if not nil, is called once every listener
+// is open.
+func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger, onReady func(ready)) error {
+	name, err := valise.ParseNodeName(cfg.Node.Name)
+	if err != nil {
+		return err
+	}
+	if err := checkSigningKey(config.Path(dir, cfg.Node.SigningKeyFile)); err != nil {
+		return err
+	}
+	cert, err := tls.LoadX509KeyPair(config.Path(dir, cfg.TLS.CertFile), config.Path(dir, cfg.TLS.KeyFile))
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	bc := backend.Config{Driver: cfg.Storage.Driver, SQLitePath: config.Path(dir, cfg.Storage.SQLite.Path)}
+	if bc.Driver == "postgres" {
+		if bc.PostgresDSN, err = backend.ReadDSN(config.Path(dir, cfg.Storage.Postgres.DSNFile)); err != nil {
+			return err
+		}
+	}
+	store, err := backend.Open(ctx, bc, log)
+	if err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	scfg := cfg.Server()
+	scfg.Node = name
+	node := server.NewNode(scfg, store, server.NewMetrics(reg), log)
+
+	clientLis, err := net.Listen("tcp", cfg.Listen.Client)
+	if err != nil {
+		return fmt.Errorf("listen.client: %w", err)
+	}
+	client := node.NewClientServer(pki.ServerTLS(cert, nil))
+
+	sockPath, err := filepath.Abs(config.Path(dir, cfg.Listen.AdminSocket))
+	if err != nil {
+		return err
+	}
+	adminLis, err := listenUnix(sockPath)
+	if err != nil {
+		clientLis.Close()
+		return fmt.Errorf("listen.admin_socket: %w", err)
+	}
+	admin := node.NewAdminServer(server.UnixCreds{})
+	servers := []*grpc.Server{client.Server, admin}
+	listeners := []net.Listener{clientLis, adminLis}
+
+	r := ready{Client: clientLis.Addr().String(), AdminSocket: adminLis.Addr().String()}
+	if cfg.Listen.AdminRemote != "" {
+		pool, err := pki.LoadPool(config.Path(dir, cfg.TLS.CAFile))
+		if err != nil {
+			return err
+		}
+		lis, err := net.Listen("tcp", cfg.Listen.AdminRemote)
+		if err != nil {
+			return fmt.Errorf("listen.admin_remote: %w", err)
+		}
+		remote := node.NewAdminServer(credentials.NewTLS(pki.AdminServerTLS(cert, pool)))
+		servers = append(servers, remote)
+		listeners = append(listeners, lis)
+		r.AdminRemote = lis.Addr().String()
+	}
+	var metricsSrv *http.Server
+	var metricsLis net.Listener
+	if cfg.Listen.Metrics != "" {
+		if metricsLis, err = net.Listen("tcp", cfg.Listen.Metrics); err != nil {
+			return fmt.Errorf("listen.metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		r.Metrics = metricsLis.Addr().String()
+	}
+
+	// The writer outlives the servers: in-flight sends finish before it stops.
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWriter()
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- node.Run(writerCtx) }()
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, s := range servers {
+		g.Go(func() error { return s.Serve(listeners[i]) })
+	}
+	if metricsSrv != nil {
+		g.Go(func() error {
+			if err := metricsSrv.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	log.InfoContext(ctx, "node serving", "node", string(name), "client", r.Client, "metrics", r.Metrics,
+		"admin_socket", r.AdminSocket, "admin_remote", r.AdminRemote, "storage", cfg.Storage.Driver)
+	if onReady != nil {
+		onReady(r)
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		log.InfoContext(ctx, "shutting down", "timeout", cfg.ShutdownTimeout.D().String())
+		client.Health.Shutdown()
+		stopAll(servers, cfg.ShutdownTimeout.D())
+		if metricsSrv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = metricsSrv.Shutdown(sctx)
+		}
+		return nil
+	})
+	err = g.Wait()
+	stopWriter()
+	<-writerDone
+	os.Remove(adminLis.Addr().String())
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	log.InfoContext(ctx, "stopped")
+	return nil
+}
+
+// stopAll stops the servers gracefully, forcing them after timeout.
+func stopAll(servers []*grpc.Server, timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		for _, s := range servers {
+			s.GracefulStop()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		for _, s := range servers {
+			s.Stop()
+		}
+		<-done
+	}
+}
+
+// listenUnix listens on a unix socket with mode 0600, replacing a stale
+// socket file but never a live one.
+func listenUnix(path string) (net.Listener, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is in use: is another valised running on this data directory?", path)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		os.Remove(path)
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		lis.Close()
+		return nil, err
+	}
+	return lis, nil
+}
+
+func checkSigningKey(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("node.signing_key_file: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return fmt.Errorf("node.signing_key_file: %s holds no PEM key", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("node.signing_key_file: %w", err)
+	}
+	if _, ok := k.(ed25519.PrivateKey); !ok {
+		return fmt.Errorf("node.signing_key_file: %s is not an Ed25519 key", path)
+	}
+	return nil
+}
+
+func printDevBanner(w io.Writer, dir string, r ready) {
+	abs, _ := filepath.Abs(dir)
+	fmt.Fprintf(w, `
+Valise development node "localhost" is running (loopback only).
+  client address: %s
+  CA to trust:    %s
+  metrics:        http://%s/metrics
+  admin socket:   %s
+Create a user:
+  printf 'correct horse battery' | go run ./cmd/valisectl --data %s user create alice --password-stdin
+Stop with Ctrl-C; the next start reuses %s.
+`, r.Client, filepath.Join(abs, "ca.crt"), r.Metrics, r.AdminSocket, strings.TrimPrefix(dir, "./"), abs)
+}

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"bytes"
+	"text/template"
+)
+
+// FileParams are the values `valised init` writes into a new config file;
+// every other key gets its default.
+type FileParams struct {
+	Name           string
+	Client         string
+	Federation     string
+	Metrics        string
+	Driver         string
+	PostgresDSNRef string
+}
+
+// Render returns a commented config file for p. Every key is present with
+// its documentation, so the file is its own reference.
+func Render(p FileParams) ([]byte, error) {
+	var b bytes.Buffer
+	if err := fileTemplate.Execute(&b, p); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+var fileTemplate = template.Must(template.New("valised.yaml").Parse(`# valised configuration. Relative paths are relative to the data directory
+# (the directory holding this file). Durations are strings such as "30s".
+# Precedence: defaults < this file < environment (VALISE_*) < flags.
+
+node:
+  # The node's federation name (a DNS name). Users are localpart@name. The
+  # node certificate's SAN must equal it.
+  name: {{.Name}}
+  # The node's Ed25519 signing key (PKCS #8 PEM, mode 0600).
+  signing_key_file: signing.key
+
+listen:
+  # ClientService over TLS 1.3 (gRPC health and reflection are served here
+  # too). Env: VALISE_CLIENT_ADDR.
+  client: {{.Client}}
+  # FederationService (mutual TLS). Reserved: federation is not served yet.
+  federation: {{.Federation}}
+  # Prometheus metrics over plain HTTP at /metrics; "" turns it off.
+  # Env: VALISE_METRICS_ADDR.
+  metrics: {{.Metrics}}
+  # AdminService unix socket for valisectl (mode 0600; only this user and
+  # root may connect).
+  admin_socket: admin.sock
+  # If set (HOST:PORT), the AdminService is also served over mutual TLS to
+  # admin certificates issued by this node's CA (see admin.crt).
+  admin_remote: ""
+
+tls:
+  # The organization's CA certificate: clients and peers trust it, and it
+  # verifies admin client certificates.
+  ca_file: ca.crt
+  # The node's certificate (SAN = node.name) and private key (mode 0600).
+  cert_file: node.crt
+  key_file: node.key
+
+storage:
+  # sqlite (embedded, one node) or postgres (production, several replicas).
+  driver: {{.Driver}}
+  sqlite:
+    # The database file; WAL mode with full fsync on commit.
+    path: valise.db
+  postgres:
+    # A file holding the connection string (mode 0600). Env
+    # VALISE_POSTGRES_DSN overrides it.
+    dsn_file: "{{.PostgresDSNRef}}"
+
+limits:
+  # Largest envelope ciphertext, in bytes.
+  max_ciphertext_bytes: 262144
+  # Most envelopes in one SendEnvelopes call.
+  max_recipients: 1000
+  # Most one-time prekeys in one PublishDeviceKeys call.
+  max_one_time_keys_per_upload: 100
+  # Most unclaimed one-time prekeys stored per device.
+  max_one_time_keys_stored: 500
+  # Token buckets: burst requests at once, then per_second on average.
+  # SendEnvelopes calls per device.
+  send:
+    burst: 60
+    per_second: 20
+  # Login attempts per client address and, separately, per account.
+  login:
+    burst: 5
+    per_second: 0.2
+  # Failed logins per account (one per minute after the burst).
+  login_failure:
+    burst: 3
+    per_second: 0.016666666666666666
+  # One-time key claims per (caller device, target device): one per 10 min.
+  claim:
+    burst: 6
+    per_second: 0.0016666666666666668
+
+grpc:
+  # Largest request message, in bytes (a whole SendEnvelopes call).
+  max_recv_msg_bytes: 1048576
+  # Concurrent streams per HTTP/2 connection.
+  max_concurrent_streams: 100
+  # Largest request header list, in bytes.
+  max_header_list_bytes: 8192
+  # Time allowed for a new connection's TLS handshake.
+  connection_timeout: 10s
+  # The server pings an idle connection after keepalive_time and closes it
+  # if no answer comes within keepalive_timeout.
+  keepalive_time: 1m0s
+  keepalive_timeout: 20s
+  # Clients may ping at most this often (also with no active stream).
+  keepalive_min_time: 30s
+  # Connections are closed after this age (streams get the grace period),
+  # so rotated certificates take effect.
+  max_connection_age: 1h0m0s
+  max_connection_age_grace: 30s
+  # Deadline of every unary call.
+  unary_timeout: 10s
+
+password:
+  # argon2id cost: passes, memory in KiB, lanes.
+  argon2_time: 3
+  argon2_memory_kib: 65536
+  argon2_threads: 2
+
+log:
+  # debug, info, warn or error. Env: VALISE_LOG_LEVEL.
+  level: info
+  # json or text. Env: VALISE_LOG_FORMAT.
+  format: json
+
+# How long a graceful stop (SIGTERM) may take before connections are cut.
+shutdown_timeout: 20s
+`))

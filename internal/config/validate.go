@@ -1,0 +1,133 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/valise-im/valise"
+)
+
+// Problems is every problem Validate found, each prefixed by its path.
+type Problems []string
+
+func (p Problems) Error() string { return strings.Join(p, "\n") }
+
+// Validate checks c for a node in data directory dir and returns every
+// problem at once (as Problems), or nil. With files set it also checks
+// that the referenced files exist.
+func (c Config) Validate(dir string, files bool) error {
+	var p Problems
+	add := func(path, format string, args ...any) {
+		p = append(p, path+": "+fmt.Sprintf(format, args...))
+	}
+	if _, err := valise.ParseNodeName(c.Node.Name); err != nil {
+		add("node.name", "%v", err)
+	}
+	checkAddr := func(path, v string, optional bool) {
+		if v == "" {
+			if !optional {
+				add(path, "is required (HOST:PORT)")
+			}
+			return
+		}
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			add(path, "%q is not HOST:PORT", v)
+		}
+	}
+	checkAddr("listen.client", c.Listen.Client, false)
+	checkAddr("listen.federation", c.Listen.Federation, true)
+	checkAddr("listen.metrics", c.Listen.Metrics, true)
+	checkAddr("listen.admin_remote", c.Listen.AdminRemote, true)
+	if c.Listen.AdminSocket == "" {
+		add("listen.admin_socket", "is required")
+	} else if s := Path(dir, c.Listen.AdminSocket); len(s) > 100 {
+		add("listen.admin_socket", "path %q is longer than a unix socket allows (100 bytes)", s)
+	}
+	checkFile := func(path, v string) {
+		if v == "" {
+			add(path, "is required")
+			return
+		}
+		if files {
+			if _, err := os.Stat(Path(dir, v)); err != nil {
+				add(path, "%v", err)
+			}
+		}
+	}
+	checkFile("node.signing_key_file", c.Node.SigningKeyFile)
+	checkFile("tls.ca_file", c.TLS.CAFile)
+	checkFile("tls.cert_file", c.TLS.CertFile)
+	checkFile("tls.key_file", c.TLS.KeyFile)
+	switch c.Storage.Driver {
+	case "sqlite":
+		if c.Storage.SQLite.Path == "" {
+			add("storage.sqlite.path", "is required with driver sqlite")
+		}
+	case "postgres":
+		if c.Storage.Postgres.DSNFile == "" && os.Getenv("VALISE_POSTGRES_DSN") == "" {
+			add("storage.postgres.dsn_file", "is required with driver postgres (or set VALISE_POSTGRES_DSN)")
+		} else if c.Storage.Postgres.DSNFile != "" && os.Getenv("VALISE_POSTGRES_DSN") == "" {
+			checkFile("storage.postgres.dsn_file", c.Storage.Postgres.DSNFile)
+		}
+	default:
+		add("storage.driver", "%q must be sqlite or postgres", c.Storage.Driver)
+	}
+	positive := func(path string, v int) {
+		if v <= 0 {
+			add(path, "must be positive, got %d", v)
+		}
+	}
+	positive("limits.max_ciphertext_bytes", c.Limits.MaxCiphertextBytes)
+	positive("limits.max_recipients", c.Limits.MaxRecipients)
+	positive("limits.max_one_time_keys_per_upload", c.Limits.MaxOneTimeKeysPerUpload)
+	positive("limits.max_one_time_keys_stored", c.Limits.MaxOneTimeKeysStored)
+	if c.Limits.MaxOneTimeKeysPerUpload > c.Limits.MaxOneTimeKeysStored {
+		add("limits.max_one_time_keys_per_upload", "must not exceed limits.max_one_time_keys_stored")
+	}
+	for name, r := range map[string]Rate{"send": c.Limits.Send, "login": c.Limits.Login, "login_failure": c.Limits.LoginFailure, "claim": c.Limits.Claim} {
+		if r.Burst < 1 {
+			add("limits."+name+".burst", "must be at least 1, got %d", r.Burst)
+		}
+		if r.PerSecond <= 0 {
+			add("limits."+name+".per_second", "must be positive, got %g", r.PerSecond)
+		}
+	}
+	if c.GRPC.MaxRecvMsgBytes < c.Limits.MaxCiphertextBytes+1024 {
+		add("grpc.max_recv_msg_bytes", "must exceed limits.max_ciphertext_bytes by at least 1 KiB, got %d", c.GRPC.MaxRecvMsgBytes)
+	}
+	if c.GRPC.MaxConcurrentStreams == 0 {
+		add("grpc.max_concurrent_streams", "must be positive")
+	}
+	if c.GRPC.MaxHeaderListBytes < 1024 {
+		add("grpc.max_header_list_bytes", "must be at least 1024")
+	}
+	for name, d := range map[string]Duration{
+		"grpc.connection_timeout": c.GRPC.ConnectionTimeout, "grpc.keepalive_time": c.GRPC.KeepaliveTime,
+		"grpc.keepalive_timeout": c.GRPC.KeepaliveTimeout, "grpc.keepalive_min_time": c.GRPC.KeepaliveMinTime,
+		"grpc.max_connection_age": c.GRPC.MaxConnectionAge, "grpc.max_connection_age_grace": c.GRPC.MaxConnectionAgeGrace,
+		"grpc.unary_timeout": c.GRPC.UnaryTimeout, "shutdown_timeout": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			add(name, "must be a positive duration")
+		}
+	}
+	if c.Password.Time < 1 || c.Password.Threads < 1 || c.Password.MemoryKiB < 8*uint32(c.Password.Threads) {
+		add("password", "argon2_time and argon2_threads must be at least 1 and argon2_memory_kib at least 8 per thread")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		add("log.format", "%q must be json or text", c.Log.Format)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	slices.Sort(p)
+	return p
+}
