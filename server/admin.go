@@ -7,8 +7,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/valise-im/valise"
-	"github.com/valise-im/valise/storage"
 	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
+	"github.com/valise-im/valise/storage"
 )
 
 // adminService adapts Node to adminv1.AdminServiceServer.

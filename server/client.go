@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/valise-im/valise"
-	"github.com/valise-im/valise/storage"
 	clientv1 "github.com/valise-im/valise/proto/valise/client/v1"
+	"github.com/valise-im/valise/storage"
 )
 
 // clientService adapts Node to clientv1.ClientServiceServer.

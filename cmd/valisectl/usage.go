@@ -1,0 +1,56 @@
+package main
+
+// usageText is printed by "valisectl help" and -h. A test checks that it
+// names every command and flag.
+const usageText = `Usage: valisectl [global flags] COMMAND [SUBCOMMAND] [flags] [args]
+
+valisectl administers a Valise node through its AdminService, over the
+node's admin unix socket or, with --addr, over mutual TLS 1.3.
+
+Commands:
+  user create NAME --password-stdin
+        Create an active user. The password is the first line of stdin.
+  user list [--page-size N] [--page-token T] [--all]
+        List the node's users, ordered by localpart.
+  user show NAME
+        Describe a user, with their device count.
+  user deactivate NAME
+        Revoke every device and token of a user and block their login.
+  user reactivate NAME
+        Let a deactivated user log in again (with new devices).
+  user reset-password NAME --password-stdin
+        Set a new password, read from the first line of stdin.
+  device list NAME [--page-size N] [--page-token T] [--all]
+        List a user's devices, ordered by id.
+  device revoke NAME DEVICE
+        Revoke one device of a user: its token, keys and inbox.
+  audit list [--page-size N] [--page-token T] [--all]
+        List the audit log, oldest first; warn if its hash chain fails.
+  help
+        Print this help.
+
+NAME is a localpart or localpart@node; the node validates it. Passwords
+are never accepted as arguments: pipe them in with --password-stdin.
+
+Global flags (before or after the command):
+  --data DIR            node data directory; the socket is DIR/admin.sock
+                        (default $VALISE_DATA, else ./valise-dev)
+  --socket PATH         admin socket path, instead of DIR/admin.sock
+  --addr HOST:PORT      remote admin listener, over mutual TLS 1.3
+  --cert FILE           admin client certificate, PEM (with --addr)
+  --key FILE            admin client private key, PEM (with --addr)
+  --ca FILE             CA certificates that verify the node, PEM (with --addr)
+  --server-name NAME    name in the node's certificate (default: host of --addr)
+  --json                print one JSON object per command instead of a table
+  --timeout DURATION    deadline of each call (default 10s)
+
+Command flags:
+  --password-stdin      read the password from the first line of stdin
+                        (user create, user reset-password; required)
+  --page-size N         items per page; 0 means the node's default (100)
+  --page-token T        start at this page token (from a previous page)
+  --all                 follow next_page_token to the last page
+                        (--page-* and --all: user list, device list, audit list)
+
+Exit status: 0 on success, 1 when a call fails, 2 on a usage error.
+`
