@@ -1,0 +1,220 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/storage"
+)
+
+// deviceKey names a device inside a batch.
+type deviceKey struct {
+	user   string
+	device valise.DeviceID
+}
+
+// batchState caches, for one CommitBatch transaction, what it learned of
+// recipients and the next cursor of each device it wrote to.
+type batchState struct {
+	ctx     context.Context
+	tx      *sql.Tx
+	active  map[string]*bool // nil: no such user
+	next    map[deviceKey]uint64
+	missing map[deviceKey]bool
+	insert  *sql.Stmt
+}
+
+// CommitBatch applies every op of b in one transaction. See storage.Inboxes.
+func (s *Store) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.BatchResult, error) {
+	res := &storage.BatchResult{Sends: make([]storage.SendResult, len(b.Sends)), Acks: make([]int, len(b.Acks))}
+	err := s.write(ctx, "commit batch", func(tx *sql.Tx) error {
+		st := &batchState{ctx: ctx, tx: tx, active: map[string]*bool{}, next: map[deviceKey]uint64{}, missing: map[deviceKey]bool{}}
+		if len(b.Sends) > 0 {
+			ins, err := tx.PrepareContext(ctx, `INSERT INTO inbox (user_localpart, device_id, cursor, envelope_id,
+				sender_localpart, sender_node, sender_device, server_time, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+			if err != nil {
+				return err
+			}
+			defer ins.Close()
+			st.insert = ins
+		}
+		for i := range b.Sends {
+			r, err := st.send(&b.Sends[i])
+			if err != nil {
+				return fmt.Errorf("send %d: %w", i, err)
+			}
+			res.Sends[i] = r
+		}
+		for dk, next := range st.next {
+			if _, err := tx.ExecContext(ctx, `UPDATE devices SET next_cursor = ? WHERE user_localpart = ? AND device_id = ?`,
+				int64(next), dk.user, dk.device); err != nil {
+				return err
+			}
+		}
+		for i, a := range b.Acks {
+			cursor := int64(min(a.Cursor, math.MaxInt64))
+			r, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE user_localpart = ? AND device_id = ? AND cursor <= ?`,
+				a.User, a.Device, cursor)
+			if err != nil {
+				return fmt.Errorf("ack %d: %w", i, err)
+			}
+			n, err := r.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("ack %d: %w", i, err)
+			}
+			res.Acks[i] = int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// send applies one SendOp. A refused send returns its reason in the
+// result's Err and writes nothing; a returned error fails the batch.
+func (st *batchState) send(op *storage.SendOp) (storage.SendResult, error) {
+	if op.IdempotencyKey != "" {
+		var ids string
+		err := st.tx.QueryRowContext(st.ctx, `SELECT envelope_ids FROM idempotency
+			WHERE sender_localpart = ? AND sender_node = ? AND sender_device = ? AND idempotency_key = ?`,
+			op.Sender.Localpart, op.Sender.Node, op.SenderDevice, op.IdempotencyKey).Scan(&ids)
+		if err == nil {
+			var r storage.SendResult
+			if err := json.Unmarshal([]byte(ids), &r.IDs); err != nil {
+				return storage.SendResult{}, fmt.Errorf("idempotency record: %w", err)
+			}
+			r.Replayed = true
+			return r, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return storage.SendResult{}, err
+		}
+	}
+	// Check every recipient before writing anything.
+	for _, e := range op.Envelopes {
+		if refusal, err := st.check(e.Recipient, e.RecipientDevice); err != nil || refusal != nil {
+			return storage.SendResult{Err: refusal}, err
+		}
+	}
+	r := storage.SendResult{
+		IDs:        make([]valise.EnvelopeID, 0, len(op.Envelopes)),
+		Deliveries: make([]storage.Delivery, 0, len(op.Envelopes)),
+	}
+	serverTime := toDB(op.ServerTime)
+	for _, e := range op.Envelopes {
+		dk := deviceKey{e.Recipient, e.RecipientDevice}
+		cursor := st.next[dk]
+		st.next[dk] = cursor + 1
+		if _, err := st.insert.ExecContext(st.ctx, e.Recipient, e.RecipientDevice, int64(cursor), e.ID,
+			op.Sender.Localpart, op.Sender.Node, op.SenderDevice, serverTime, nonNil(e.Ciphertext)); err != nil {
+			return storage.SendResult{}, translate(err)
+		}
+		r.IDs = append(r.IDs, e.ID)
+		r.Deliveries = append(r.Deliveries, storage.Delivery{User: e.Recipient, Device: e.RecipientDevice, Cursor: cursor})
+	}
+	if op.IdempotencyKey != "" {
+		ids, err := json.Marshal(r.IDs)
+		if err != nil {
+			return storage.SendResult{}, err
+		}
+		if _, err := st.tx.ExecContext(st.ctx, `INSERT INTO idempotency (sender_localpart, sender_node, sender_device,
+			idempotency_key, envelope_ids, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			op.Sender.Localpart, op.Sender.Node, op.SenderDevice, op.IdempotencyKey, string(ids), serverTime); err != nil {
+			return storage.SendResult{}, translate(err)
+		}
+	}
+	return r, nil
+}
+
+// check reports why a recipient cannot receive (a *valise.Error), or nil,
+// loading the recipient's state into the cache. A returned error is a
+// database failure.
+func (st *batchState) check(user string, device valise.DeviceID) (refusal, err error) {
+	active, ok := st.active[user]
+	if !ok {
+		var a bool
+		err := st.tx.QueryRowContext(st.ctx, `SELECT active FROM users WHERE localpart = ?`, user).Scan(&a)
+		switch {
+		case err == nil:
+			active = &a
+		case !errors.Is(err, sql.ErrNoRows):
+			return nil, err
+		}
+		st.active[user] = active
+	}
+	if active == nil {
+		return valise.Errorf(valise.KindNotFound, "recipient %q not found", user), nil
+	}
+	if !*active {
+		return valise.Errorf(valise.KindPermission, "recipient %q is deactivated", user), nil
+	}
+	dk := deviceKey{user, device}
+	if st.missing[dk] {
+		return valise.Errorf(valise.KindNotFound, "recipient %q has no device %q", user, device), nil
+	}
+	if _, ok := st.next[dk]; ok {
+		return nil, nil
+	}
+	var next int64
+	err = st.tx.QueryRowContext(st.ctx, `SELECT next_cursor FROM devices WHERE user_localpart = ? AND device_id = ?`,
+		user, device).Scan(&next)
+	if errors.Is(err, sql.ErrNoRows) {
+		st.missing[dk] = true
+		return valise.Errorf(valise.KindNotFound, "recipient %q has no device %q", user, device), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.next[dk] = uint64(next)
+	return nil, nil
+}
+
+// ReadInbox returns up to limit envelopes of the device with cursor >
+// after, in cursor order. The store does not know its node's name, so each
+// envelope's Recipient carries the localpart only.
+func (s *Store) ReadInbox(ctx context.Context, user string, device valise.DeviceID, after uint64, limit int) ([]valise.Envelope, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: read inbox: %w", err)
+	}
+	if limit <= 0 || after >= math.MaxInt64 {
+		return nil, nil
+	}
+	rows, err := s.r.QueryContext(ctx, `SELECT cursor, envelope_id, sender_localpart, sender_node, sender_device,
+			server_time, ciphertext
+		FROM inbox WHERE user_localpart = ? AND device_id = ? AND cursor > ? ORDER BY cursor LIMIT ?`,
+		user, device, int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read inbox: %w", err)
+	}
+	defer rows.Close()
+	var envs []valise.Envelope
+	for rows.Next() {
+		e := valise.Envelope{Recipient: valise.UserID{Localpart: user}, RecipientDevice: device}
+		var cursor, t int64
+		if err := rows.Scan(&cursor, &e.ID, &e.Sender.Localpart, &e.Sender.Node, &e.SenderDevice, &t, &e.Ciphertext); err != nil {
+			return nil, fmt.Errorf("sqlite: read inbox: %w", err)
+		}
+		e.Cursor, e.ServerTime = uint64(cursor), fromDB(t)
+		envs = append(envs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: read inbox: %w", err)
+	}
+	return envs, nil
+}
+
+// InboxDepth returns how many envelopes wait in all inboxes.
+func (s *Store) InboxDepth(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM inbox`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("sqlite: inbox depth: %w", err)
+	}
+	return n, nil
+}
