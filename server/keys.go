@@ -48,7 +48,7 @@ func (n *Node) PublishKeys(ctx context.Context, c Caller, k storage.PublishKeys,
 	case errors.Is(err, storage.ErrConflict):
 		return 0, valise.Errorf(valise.KindAlreadyExists, "identity key differs from the published one, or a one-time prekey id was used before")
 	case errors.Is(err, storage.ErrPrecondition):
-		if len(k.IdentityKey) == 0 {
+		if d, derr := n.store.GetDevice(ctx, c.User, c.Device); derr == nil && !d.HasKeys {
 			return 0, valise.Errorf(valise.KindInvalid, "the first publish must carry the identity key and signed prekey")
 		}
 		return 0, valise.Errorf(valise.KindPrecondition, "the device would hold more than %d one-time prekeys", n.cfg.MaxOneTimeKeysStored)

@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/valise-im/valise/internal/config"
-	"github.com/valise-im/valise/storage/postgres/pgtest"
 	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
 	clientv1 "github.com/valise-im/valise/proto/valise/client/v1"
+	"github.com/valise-im/valise/storage/postgres/pgtest"
 )
 
 // backends lists the storage backends every end-to-end test runs on.
