@@ -99,6 +99,8 @@ func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver 
 		case <-sub.wake:
 		case <-sub.revoked:
 			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
+		case <-n.stopping:
+			return valise.Errorf(valise.KindUnavailable, "node is shutting down; reconnect from your last cursor")
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/valise-im/valise"
@@ -27,6 +28,9 @@ type Node struct {
 	// hashSem bounds concurrent argon2id computations (each uses
 	// Password.MemoryK of memory).
 	hashSem chan struct{}
+	// stopping is closed by StopStreams.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 	// dummyHash is checked for unknown users so they take as long as known
 	// ones.
 	dummyHash string
@@ -39,13 +43,14 @@ func NewNode(cfg Config, store storage.Store, metrics *Metrics, log *slog.Logger
 		metrics = NewMetrics(nil)
 	}
 	n := &Node{
-		cfg:     cfg,
-		store:   store,
-		hub:     newHub(),
-		log:     log.With("component", "server"),
-		metrics: metrics,
-		now:     time.Now,
-		hashSem: make(chan struct{}, max(2, runtime.NumCPU())),
+		cfg:      cfg,
+		store:    store,
+		hub:      newHub(),
+		log:      log.With("component", "server"),
+		metrics:  metrics,
+		now:      time.Now,
+		hashSem:  make(chan struct{}, max(2, runtime.NumCPU())),
+		stopping: make(chan struct{}),
 	}
 	n.writer = groupcommit.New(store, groupcommit.Config{Observe: metrics.observeCommit}, n.log.With("component", "server.groupcommit"))
 	n.loginAddr = newKeyedLimiter(cfg.Limits.Login, n.now)
@@ -87,6 +92,11 @@ func withDefaults(c Config) Config {
 
 // Run runs the group-commit writer until ctx ends.
 func (n *Node) Run(ctx context.Context) error { return n.writer.Run(ctx) }
+
+// StopStreams ends every open and future inbox stream with Unavailable, so
+// a graceful stop need not wait for them; clients resume from their cursor
+// on another connection or after the restart.
+func (n *Node) StopStreams() { n.stoppingOnce.Do(func() { close(n.stopping) }) }
 
 // Name returns the node's name.
 func (n *Node) Name() valise.NodeName { return n.cfg.Node }

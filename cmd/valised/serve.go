@@ -203,6 +203,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		<-gctx.Done()
 		log.InfoContext(ctx, "shutting down", "timeout", cfg.ShutdownTimeout.D().String())
 		client.Health.Shutdown()
+		node.StopStreams()
 		stopAll(servers, cfg.ShutdownTimeout.D())
 		if metricsSrv != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
