@@ -98,6 +98,11 @@ func (w *Writer) Ack(ctx context.Context, op *storage.AckOp) (int, error) {
 
 func (w *Writer) submit(ctx context.Context, r *request) error {
 	select {
+	case <-w.done:
+		return ErrClosed
+	default:
+	}
+	select {
 	case w.reqs <- r:
 	case <-w.done:
 		return ErrClosed
@@ -107,6 +112,15 @@ func (w *Writer) submit(ctx context.Context, r *request) error {
 	select {
 	case <-r.reply:
 		return nil
+	case <-w.done:
+		// Run has finished every request it took; one it did not take
+		// will never be answered.
+		select {
+		case <-r.reply:
+			return nil
+		default:
+			return ErrClosed
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
