@@ -212,8 +212,10 @@ type Inboxes interface {
 	// still commit. Each device's inbox gets consecutive cursors in commit
 	// order. A send whose (sender device, idempotency key) was seen before
 	// is answered with the first send's ids and stores nothing. An ack
-	// deletes the device's envelopes with cursor <= Cursor; acking an
-	// unknown device or past the inbox end is not an error. If CommitBatch
+	// deletes the device's envelopes with cursor <= Cursor that earlier
+	// commits stored (acks apply before the batch's sends, so an ack never
+	// deletes an envelope of its own batch); acking an unknown device or
+	// past the inbox end is not an error. If CommitBatch
 	// returns an error, nothing was committed.
 	CommitBatch(ctx context.Context, b *Batch) (*BatchResult, error)
 	// ReadInbox returns up to limit envelopes of the device with cursor >

@@ -112,3 +112,16 @@ func TestTLSOnly(t *testing.T) {
 		t.Fatal("a client without the node's CA connected")
 	}
 }
+
+// TestOneDaemonPerDataDir checks that a second valised on the same data
+// directory refuses to start and leaves the first one working.
+func TestOneDaemonPerDataDir(t *testing.T) {
+	dir := newNodeDir(t, "sqlite")
+	cfg := testConfig(t, dir, nil)
+	n := startNodeIn(t, dir, cfg)
+	err := serve(t.Context(), dir, cfg, n.logger(), nil)
+	if err == nil || !strings.Contains(err.Error(), "another valised") {
+		t.Fatalf("second serve = %v, want a lock error", err)
+	}
+	n.createUser(t, "alice", "alice-password")
+}

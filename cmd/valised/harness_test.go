@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -145,6 +144,11 @@ func startNodeIn(t *testing.T, dir string, cfg config.Config) *testNode {
 	return n
 }
 
+// logger returns a logger writing to the node's log buffer.
+func (n *testNode) logger() *slog.Logger {
+	return slog.New(slog.NewJSONHandler(n.logs, nil))
+}
+
 // stop stops the node gracefully and waits for it.
 func (n *testNode) stop() {
 	n.cancel()
@@ -216,4 +220,3 @@ func eachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 	}
 }
 
-var _ = io.Discard

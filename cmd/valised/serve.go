@@ -105,6 +105,11 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	if err != nil {
 		return err
 	}
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := checkSigningKey(config.Path(dir, cfg.Node.SigningKeyFile)); err != nil {
 		return err
 	}
@@ -130,10 +135,19 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	scfg.Node = name
 	node := server.NewNode(scfg, store, server.NewMetrics(reg), log)
 
+	// Every listener is closed on the way out, also when a later one fails
+	// to open (closing one a server already closed is harmless).
+	var opened []net.Listener
+	defer func() {
+		for _, l := range opened {
+			l.Close()
+		}
+	}()
 	clientLis, err := net.Listen("tcp", cfg.Listen.Client)
 	if err != nil {
 		return fmt.Errorf("listen.client: %w", err)
 	}
+	opened = append(opened, clientLis)
 	client := node.NewClientServer(pki.ServerTLS(cert, nil))
 
 	sockPath, err := filepath.Abs(config.Path(dir, cfg.Listen.AdminSocket))
@@ -142,9 +156,9 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	}
 	adminLis, err := listenUnix(sockPath)
 	if err != nil {
-		clientLis.Close()
 		return fmt.Errorf("listen.admin_socket: %w", err)
 	}
+	opened = append(opened, adminLis)
 	admin := node.NewAdminServer(server.UnixCreds{})
 	servers := []*grpc.Server{client.Server, admin}
 	listeners := []net.Listener{clientLis, adminLis}
@@ -159,6 +173,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		if err != nil {
 			return fmt.Errorf("listen.admin_remote: %w", err)
 		}
+		opened = append(opened, lis)
 		remote := node.NewAdminServer(credentials.NewTLS(pki.AdminServerTLS(cert, pool)))
 		servers = append(servers, remote)
 		listeners = append(listeners, lis)
@@ -170,6 +185,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		if metricsLis, err = net.Listen("tcp", cfg.Listen.Metrics); err != nil {
 			return fmt.Errorf("listen.metrics: %w", err)
 		}
+		opened = append(opened, metricsLis)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

@@ -34,7 +34,7 @@ func Open(ctx context.Context, c Config, log *slog.Logger) (storage.Store, error
 		}
 		return s, nil
 	case "postgres":
-		s, err := postgres.Open(ctx, c.PostgresDSN, postgres.Options{})
+		s, err := postgres.Open(ctx, c.PostgresDSN, postgres.Options{Logger: log})
 		if err != nil {
 			return nil, err
 		}

@@ -34,6 +34,21 @@ func (s *Store) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.Bat
 	res := &storage.BatchResult{Sends: make([]storage.SendResult, len(b.Sends)), Acks: make([]int, len(b.Acks))}
 	err := s.write(ctx, "commit batch", func(tx *sql.Tx) error {
 		st := &batchState{ctx: ctx, tx: tx, active: map[string]*bool{}, next: map[deviceKey]uint64{}, missing: map[deviceKey]bool{}}
+		// Acks first: they see only what earlier commits stored, never the
+		// envelopes of this batch, which no device has seen yet.
+		for i, a := range b.Acks {
+			cursor := int64(min(a.Cursor, math.MaxInt64))
+			r, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE user_localpart = ? AND device_id = ? AND cursor <= ?`,
+				a.User, a.Device, cursor)
+			if err != nil {
+				return fmt.Errorf("ack %d: %w", i, err)
+			}
+			n, err := r.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("ack %d: %w", i, err)
+			}
+			res.Acks[i] = int(n)
+		}
 		if len(b.Sends) > 0 {
 			ins, err := tx.PrepareContext(ctx, `INSERT INTO inbox (user_localpart, device_id, cursor, envelope_id,
 				sender_localpart, sender_node, sender_device, server_time, ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
@@ -55,19 +70,6 @@ func (s *Store) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.Bat
 				int64(next), dk.user, dk.device); err != nil {
 				return err
 			}
-		}
-		for i, a := range b.Acks {
-			cursor := int64(min(a.Cursor, math.MaxInt64))
-			r, err := tx.ExecContext(ctx, `DELETE FROM inbox WHERE user_localpart = ? AND device_id = ? AND cursor <= ?`,
-				a.User, a.Device, cursor)
-			if err != nil {
-				return fmt.Errorf("ack %d: %w", i, err)
-			}
-			n, err := r.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("ack %d: %w", i, err)
-			}
-			res.Acks[i] = int(n)
 		}
 		return nil
 	})

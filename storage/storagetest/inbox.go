@@ -298,6 +298,18 @@ func testInbox(t *testing.T, open opener) {
 		if n := depth(t, s); n != 2 {
 			t.Errorf("InboxDepth: got %d, want 2", n)
 		}
+		// An ack never deletes what its own batch stores: the device has
+		// not seen it yet.
+		res = commit(t, s, &storage.Batch{
+			Sends: []storage.SendOp{newSend("DVSENDERSENDERSEND", "unseen", a)},
+			Acks:  []storage.AckOp{{User: "alice", Device: a.ID, Cursor: 1 << 62}},
+		})
+		if res.Sends[0].Err != nil || res.Acks[0] != 0 {
+			t.Errorf("ack past the end with a send: got send err %v, ack deleted %d; want nil, 0", res.Sends[0].Err, res.Acks[0])
+		}
+		if got := cursors(readAll(t, s, a)); len(got) != 1 || got[0] != 7 {
+			t.Errorf("after an ack past the end in the same batch as a send: inbox %v, want [7]", got)
+		}
 	})
 
 	t.Run("BinaryCiphertext", func(t *testing.T) {
