@@ -219,4 +219,3 @@ func eachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 		t.Run(b, func(t *testing.T) { f(t, b) })
 	}
 }
-
