@@ -39,9 +39,9 @@ const (
 // ClientService is what a user's device speaks to its home node, over TLS 1.3.
 //
 // Every RPC but Login needs the metadata header
-// `authorization: Bearer <access_token>`; a missing, malformed, unknown or
-// revoked token fails with UNAUTHENTICATED, and a token of a deactivated
-// user with PERMISSION_DENIED. Users are written `localpart@node`; a bare
+// `authorization: Bearer <access_token>`; a token that is not of the shape
+// the node issues fails with INVALID_ARGUMENT, a missing, unknown or revoked
+// one with UNAUTHENTICATED. Users are written `localpart@node`; a bare
 // localpart means a user of this node. Ciphertexts and keys are opaque bytes
 // that the node never parses; only their sizes and counts are checked.
 // Errors that are not listed under an RPC: RESOURCE_EXHAUSTED when a rate
@@ -268,9 +268,9 @@ func (c *clientServiceClient) AckInbox(ctx context.Context, in *AckInboxRequest,
 // ClientService is what a user's device speaks to its home node, over TLS 1.3.
 //
 // Every RPC but Login needs the metadata header
-// `authorization: Bearer <access_token>`; a missing, malformed, unknown or
-// revoked token fails with UNAUTHENTICATED, and a token of a deactivated
-// user with PERMISSION_DENIED. Users are written `localpart@node`; a bare
+// `authorization: Bearer <access_token>`; a token that is not of the shape
+// the node issues fails with INVALID_ARGUMENT, a missing, unknown or revoked
+// one with UNAUTHENTICATED. Users are written `localpart@node`; a bare
 // localpart means a user of this node. Ciphertexts and keys are opaque bytes
 // that the node never parses; only their sizes and counts are checked.
 // Errors that are not listed under an RPC: RESOURCE_EXHAUSTED when a rate
