@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,6 +186,16 @@ func TestMessageFlow(t *testing.T) {
 		}
 		expectNothing(t, re)
 
+		// Neither ciphertext nor tokens reach the logs.
+		canary := "CANARY-" + ids[0]
+		send(t, alice, "canary", []*device{bob}, []byte(canary))
+		recvN(t, live, 1)
+		for _, secret := range []string{canary, alice.token, bob.token, "alice-password"} {
+			if strings.Contains(n.logs.String(), secret) {
+				t.Fatalf("the node's logs contain a ciphertext or secret")
+			}
+		}
+
 		// bob2 got the first envelope only.
 		got2 := recvN(t, inboxStream(t, bob2, 0), 1)[0]
 		if got2.EnvelopeId != ids[1] {
@@ -206,7 +217,7 @@ func TestMessageFlow(t *testing.T) {
 		}
 		_, err = bob2.c.CountOneTimeKeys(bob2.ctx(t.Context()), &clientv1.CountOneTimeKeysRequest{})
 		wantCode(t, err, codes.Unauthenticated)
-		stream, err := bob.c.StreamInbox(bob.ctx(t.Context()), &clientv1.StreamInboxRequest{AfterCursor: 6})
+		stream, err := bob.c.StreamInbox(bob.ctx(t.Context()), &clientv1.StreamInboxRequest{AfterCursor: 7})
 		if err != nil {
 			t.Fatal(err)
 		}
