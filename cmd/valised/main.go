@@ -9,8 +9,11 @@
 // init creates a node's data directory (config, CA, certificates, keys);
 // serve runs the node until SIGTERM or SIGINT; serve --dev creates a
 // loopback-only development node in ./valise-dev on first start and reuses
-// it afterwards; check validates a node's configuration and reports every
-// problem with its config path.
+// it afterwards; check validates a node's configuration and the
+// certificates and keys it names (each must parse, match, name the node,
+// verify against the CA and be valid; a certificate ending within 14 days
+// is a warning) and reports every problem with its config path. serve
+// refuses to start on anything check reports as a problem.
 package main
 
 import (

@@ -54,30 +54,28 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(stderr, "valised serve: --data DIR is required (or --dev)")
 		return errUsage
 	}
-	cfg, err := loadChecked(*dir)
+	cfg, err := config.Load(*dir)
 	if err != nil {
+		return err
+	}
+	// serve refuses what check refuses: a bad config, an expired
+	// certificate, one that does not name the node, a mismatched key.
+	f := inspect(*dir, cfg)
+	if err := f.err(filepath.Join(*dir, config.FileName)); err != nil {
 		return err
 	}
 	log, err := newLogger(cfg.Log, stderr)
 	if err != nil {
 		return err
 	}
+	for _, w := range f.warnings {
+		log.WarnContext(ctx, "configuration warning", "warning", w)
+	}
 	return serve(ctx, *dir, cfg, log, func(r ready) {
 		if *dev {
 			printDevBanner(stdout, *dir, r)
 		}
 	})
-}
-
-func loadChecked(dir string) (config.Config, error) {
-	cfg, err := config.Load(dir)
-	if err != nil {
-		return cfg, err
-	}
-	if err := cfg.Validate(dir, true); err != nil {
-		return cfg, fmt.Errorf("invalid configuration in %s:\n%v", filepath.Join(dir, config.FileName), err)
-	}
-	return cfg, nil
 }
 
 func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
