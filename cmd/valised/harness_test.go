@@ -28,7 +28,7 @@ var backends = []string{"sqlite", "postgres"}
 
 // testNode is a real node served in process over real TLS on loopback.
 type testNode struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	cfg    config.Config
 	ready  ready
@@ -61,7 +61,7 @@ func (s *syncBuffer) String() string {
 // newNodeDir initializes a node for backend in a fresh directory, with
 // ports chosen by the kernel. It skips postgres when VALISE_TEST_POSTGRES
 // is unset.
-func newNodeDir(t *testing.T, backend string) string {
+func newNodeDir(t testing.TB, backend string) string {
 	t.Helper()
 	// Unix socket paths are short: keep the data directory near the root.
 	dir, err := os.MkdirTemp("", "vn")
@@ -82,7 +82,7 @@ func newNodeDir(t *testing.T, backend string) string {
 
 // testConfig loads a node's config with test-friendly costs: cheap argon2
 // and loose rate limits, unless tweak changes them back.
-func testConfig(t *testing.T, dir string, tweak func(*config.Config)) config.Config {
+func testConfig(t testing.TB, dir string, tweak func(*config.Config)) config.Config {
 	t.Helper()
 	cfg, err := config.Load(dir)
 	if err != nil {
@@ -104,14 +104,14 @@ func testConfig(t *testing.T, dir string, tweak func(*config.Config)) config.Con
 }
 
 // startNode starts a fresh node on backend.
-func startNode(t *testing.T, backend string, tweak func(*config.Config)) *testNode {
+func startNode(t testing.TB, backend string, tweak func(*config.Config)) *testNode {
 	t.Helper()
 	dir := newNodeDir(t, backend)
 	return startNodeIn(t, dir, testConfig(t, dir, tweak))
 }
 
 // startNodeIn serves the node in dir with cfg until the test ends.
-func startNodeIn(t *testing.T, dir string, cfg config.Config) *testNode {
+func startNodeIn(t testing.TB, dir string, cfg config.Config) *testNode {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -169,7 +169,7 @@ func (n *testNode) tlsConfig() *tls.Config {
 }
 
 // dial opens a client connection to the node's client listener.
-func (n *testNode) dial(t *testing.T) *grpc.ClientConn {
+func (n *testNode) dial(t testing.TB) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(n.ready.Client, grpc.WithTransportCredentials(credentials.NewTLS(n.tlsConfig())))
 	if err != nil {
@@ -180,12 +180,12 @@ func (n *testNode) dial(t *testing.T) *grpc.ClientConn {
 }
 
 // client returns an unauthenticated ClientService client.
-func (n *testNode) client(t *testing.T) clientv1.ClientServiceClient {
+func (n *testNode) client(t testing.TB) clientv1.ClientServiceClient {
 	return clientv1.NewClientServiceClient(n.dial(t))
 }
 
 // createUser creates a user through the admin socket.
-func (n *testNode) createUser(t *testing.T, name, password string) {
+func (n *testNode) createUser(t testing.TB, name, password string) {
 	t.Helper()
 	if _, err := n.admin.CreateUser(t.Context(), &adminv1.CreateUserRequest{User: name, Password: password}); err != nil {
 		t.Fatalf("create user %s: %v", name, err)
@@ -203,7 +203,7 @@ func (d *device) ctx(ctx context.Context) context.Context {
 }
 
 // login logs a user in and returns the new device.
-func (n *testNode) login(t *testing.T, user, password string) *device {
+func (n *testNode) login(t testing.TB, user, password string) *device {
 	t.Helper()
 	c := n.client(t)
 	res, err := c.Login(t.Context(), &clientv1.LoginRequest{User: user, Password: password, DeviceDisplayName: "test device"})
