@@ -27,7 +27,7 @@ const (
 var kindNames = [...]string{"internal", "invalid", "not found", "already exists", "permission denied", "unauthenticated", "resource exhausted", "failed precondition", "unavailable"}
 
 func (k Kind) String() string {
-	if int(k) < len(kindNames) {
+	if k >= 0 && int(k) < len(kindNames) {
 		return kindNames[k]
 	}
 	return fmt.Sprintf("kind(%d)", int(k))

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"strings"
+	"unicode/utf8"
 )
 
 // Bounds on names. They are part of the wire contract and documented in the
@@ -125,8 +126,11 @@ func ParseDeviceID(s string) (DeviceID, error) {
 	if len(s) != DeviceIDLen || !strings.HasPrefix(s, "DV") {
 		return "", Errorf(KindInvalid, "device id %q is malformed", truncate(s, 40))
 	}
-	if _, err := idEncoding.DecodeString(s[2:]); err != nil {
-		return "", Errorf(KindInvalid, "device id %q is malformed", truncate(s, 40))
+	// Check the alphabet by hand: base32 decoding skips '\r' and '\n'.
+	for i := 2; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return "", Errorf(KindInvalid, "device id %q is malformed", truncate(s, 40))
+		}
 	}
 	return DeviceID(s), nil
 }
@@ -141,8 +145,10 @@ func ValidateDisplayName(s string) error {
 		return Errorf(KindInvalid, "device display name is longer than %d bytes", MaxDisplayNameLen)
 	}
 	for _, r := range s {
-		if r == 0xFFFD || r < 0x20 || r == 0x7f {
-			return Errorf(KindInvalid, "device display name has invalid or control characters")
+		// Invalid UTF-8, C0 and C1 controls, and the bidirectional
+		// overrides and isolates that can disguise text on screen.
+		if r == utf8.RuneError || r < 0x20 || (r >= 0x7f && r <= 0x9f) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
+			return Errorf(KindInvalid, "device display name has invalid, control or bidirectional-override characters")
 		}
 	}
 	return nil

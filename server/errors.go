@@ -31,7 +31,9 @@ func toStatus(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	// Only a status made for the client passes through as it is; a status
+	// wrapped in context (from a call to another service) is internal.
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
 	switch {

@@ -16,6 +16,8 @@ type keyedLimiter struct {
 	now func() time.Time
 	// lastSweep is when idle buckets were last dropped.
 	lastSweep time.Time
+	// full is the one bucket shared by new keys while m is at maxKeys.
+	full *bucket
 }
 
 type bucket struct {
@@ -35,8 +37,14 @@ func (k *keyedLimiter) refill() time.Duration {
 	return time.Duration(float64(k.r.Burst) / k.r.PerSecond * float64(time.Second))
 }
 
+// maxKeys bounds the buckets of one limiter. Past it, idle buckets are
+// swept (at most once a second), and if the map is still full a new key
+// gets a shared, exhausted bucket: under a flood of distinct keys, new keys
+// wait rather than grow memory or slow every call with a sweep.
+const maxKeys = 100_000
+
 func (k *keyedLimiter) get(key string, now time.Time) *bucket {
-	if now.Sub(k.lastSweep) > time.Minute || len(k.m) > 100_000 {
+	if now.Sub(k.lastSweep) > time.Minute || (len(k.m) >= maxKeys && now.Sub(k.lastSweep) > time.Second) {
 		idle := k.refill()
 		for key, b := range k.m {
 			if now.Sub(b.seen) > idle {
@@ -47,6 +55,12 @@ func (k *keyedLimiter) get(key string, now time.Time) *bucket {
 	}
 	b := k.m[key]
 	if b == nil {
+		if len(k.m) >= maxKeys {
+			if k.full == nil {
+				k.full = &bucket{lim: rate.NewLimiter(rate.Limit(k.r.PerSecond), 1)}
+			}
+			return k.full
+		}
 		b = &bucket{lim: rate.NewLimiter(rate.Limit(k.r.PerSecond), k.r.Burst)}
 		k.m[key] = b
 	}

@@ -43,11 +43,20 @@ func HashPassword(p PasswordParams, password string) string {
 
 var errBadHash = errors.New("password: malformed hash")
 
+// Upper bounds on the cost an encoded hash may ask for, so that a corrupt or
+// hostile stored hash cannot pin a CPU or exhaust memory. Configuration must
+// stay within them.
+const (
+	MaxPasswordTime    = 16
+	MaxPasswordMemoryK = 1 << 20 // 1 GiB
+	MaxPasswordThreads = 16
+)
+
 // CheckPassword reports whether password matches encoded, in constant time
 // over the hash. A malformed encoded hash is an error.
 func CheckPassword(encoded, password string) (bool, error) {
 	parts := strings.Split(encoded, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" {
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
 		return false, errBadHash
 	}
 	var v int
@@ -55,7 +64,8 @@ func CheckPassword(encoded, password string) (bool, error) {
 		return false, errBadHash
 	}
 	var p PasswordParams
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryK, &p.Time, &p.Threads); err != nil || p.Time == 0 || p.Threads == 0 || p.MemoryK > 4<<20 {
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryK, &p.Time, &p.Threads); err != nil ||
+		p.Time == 0 || p.Time > MaxPasswordTime || p.Threads == 0 || p.Threads > MaxPasswordThreads || p.MemoryK > MaxPasswordMemoryK {
 		return false, errBadHash
 	}
 	salt, err := b64.DecodeString(parts[4])

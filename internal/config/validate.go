@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/server"
 )
 
 // Problems is every problem Validate found, each prefixed by its path.
@@ -114,8 +115,14 @@ func (c Config) Validate(dir string, files bool) error {
 			add(name, "must be a positive duration")
 		}
 	}
-	if c.Password.Time < 1 || c.Password.Threads < 1 || c.Password.MemoryKiB < 8*uint32(c.Password.Threads) {
-		add("password", "argon2_time and argon2_threads must be at least 1 and argon2_memory_kib at least 8 per thread")
+	if c.Password.Time < 1 || c.Password.Time > server.MaxPasswordTime {
+		add("password.argon2_time", "must be 1 to %d, got %d", server.MaxPasswordTime, c.Password.Time)
+	}
+	if c.Password.Threads < 1 || c.Password.Threads > server.MaxPasswordThreads {
+		add("password.argon2_threads", "must be 1 to %d, got %d", server.MaxPasswordThreads, c.Password.Threads)
+	}
+	if c.Password.MemoryKiB < 8*uint32(c.Password.Threads) || c.Password.MemoryKiB > server.MaxPasswordMemoryK {
+		add("password.argon2_memory_kib", "must be 8 per thread to %d, got %d", server.MaxPasswordMemoryK, c.Password.MemoryKiB)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
