@@ -68,6 +68,9 @@ var forbidden = []struct {
 	{"internal/pki", []string{module + "/server", module + "/storage"}},
 	{"proto", []string{module + "/"}},
 	{"cmd/valisectl", []string{module + "/server", module + "/storage", module + "/internal/backend"}},
+	{"client", []string{module + "/server", module + "/storage", module + "/internal", module + "/cmd", module + "/federation"}},
+	{"client/e2ee", []string{module + "/"}},
+	{"cmd/valise", []string{module + "/server", module + "/storage", module + "/internal"}},
 }
 
 // TestImportRules fails when a package imports what the design forbids.
