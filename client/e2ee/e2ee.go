@@ -10,7 +10,8 @@
 package e2ee
 
 import (
-	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/mlkem"
 	"errors"
 	"time"
 )
@@ -33,63 +34,34 @@ var (
 	ErrTooLarge       = errors.New("e2ee: message body too large")
 )
 
+// The version 1 HPKE suite. These values are read-only.
+var (
+	suiteKEM  = hpke.MLKEM768X25519()
+	suiteKDF  = hpke.HKDFSHA256()
+	suiteAEAD = hpke.ChaCha20Poly1305()
+)
+
+// Sizes of the version 1 construction.
+const (
+	// headerSize is version(1) || kind(1) || key id(4) || enc length(2).
+	headerSize = 8
+	// encSize is the length of an MLKEM768-X25519 encapsulation: an
+	// ML-KEM-768 ciphertext followed by an X25519 share (1,120 bytes).
+	encSize = mlkem.CiphertextSize768 + x25519Size
+	// x25519Size is the size of an X25519 public value.
+	x25519Size = 32
+	// tagSize is the ChaCha20-Poly1305 authentication tag's size.
+	tagSize = 16
+	// padBlock is the plaintext padding granularity.
+	padBlock = 256
+	// idSize is the size of a message id.
+	idSize = 16
+)
+
 // Address names one device of one user ("alice@node", "DV...").
 type Address struct {
 	User   string
 	Device string
-}
-
-// IdentityKey is a device's long-term Ed25519 signing key.
-type IdentityKey struct {
-	priv ed25519.PrivateKey
-}
-
-// NewIdentityKey generates an identity key.
-func NewIdentityKey() (*IdentityKey, error) { panic("unimplemented") }
-
-// IdentityKeyFromSeed rebuilds an identity key from its 32-byte seed.
-func IdentityKeyFromSeed(seed []byte) (*IdentityKey, error) { panic("unimplemented") }
-
-// Seed returns the 32-byte private seed; keep it secret.
-func (k *IdentityKey) Seed() []byte { panic("unimplemented") }
-
-// Public returns the 32-byte public key, as published.
-func (k *IdentityKey) Public() []byte { panic("unimplemented") }
-
-// PreKeyKind says how a prekey is used.
-type PreKeyKind byte
-
-// Prekey kinds.
-const (
-	OneTime PreKeyKind = 1 // used for one envelope, then deleted
-	Signed  PreKeyKind = 2 // the device's medium-term prekey, the fallback
-)
-
-// PreKey is a device's HPKE key pair with the identity key's signature
-// over its public half.
-type PreKey struct {
-	Kind      PreKeyKind
-	ID        uint32
-	Private   []byte // hpke PrivateKey.Bytes(); keep it secret
-	Public    []byte // hpke PublicKey.Bytes()
-	Signature []byte // Ed25519 over PreKeySignedBytes
-}
-
-// NewPreKey generates a prekey of kind with id and signs it with id.
-func NewPreKey(identity *IdentityKey, kind PreKeyKind, id uint32) (*PreKey, error) {
-	panic("unimplemented")
-}
-
-// DerivePreKey derives a prekey deterministically from ikm (for
-// known-answer tests).
-func DerivePreKey(ikm []byte, identity *IdentityKey, kind PreKeyKind, id uint32) (*PreKey, error) {
-	panic("unimplemented")
-}
-
-// VerifyPreKey checks a published prekey's signature against the device's
-// identity public key.
-func VerifyPreKey(identityPublic []byte, kind PreKeyKind, id uint32, public, signature []byte) error {
-	panic("unimplemented")
 }
 
 // Message is what an envelope carries.
@@ -101,28 +73,9 @@ type Message struct {
 	Body      []byte
 }
 
-// RecipientKey is the prekey an envelope is sealed to.
-type RecipientKey struct {
-	Kind   PreKeyKind
-	ID     uint32
-	Public []byte
-}
-
-// Seal seals m for m.Recipient's prekey to and signs it with the sender's
-// identity key. The result is the envelope's ciphertext as sent to the node.
-func Seal(sender *IdentityKey, m Message, to RecipientKey) ([]byte, error) { panic("unimplemented") }
-
-// Header is the clear part of an envelope.
-type Header struct {
-	Version byte
-	Kind    PreKeyKind
-	KeyID   uint32
-}
-
-// ParseHeader reads an envelope's clear header.
-func ParseHeader(envelope []byte) (Header, error) { panic("unimplemented") }
-
-// Keys is what Open needs from the receiver's key store.
+// Keys is what Open needs from the receiver's key store. Open calls each
+// method at most once, on the caller's goroutine, and neither keeps nor
+// modifies the slices they return.
 type Keys interface {
 	// PreKey returns the private half of the receiver's prekey, or an error
 	// wrapping ErrUnknownPreKey.
@@ -131,15 +84,3 @@ type Keys interface {
 	// the receiver trusts it.
 	IdentityKey(sender Address) ([]byte, error)
 }
-
-// Open opens an envelope delivered to recipient by sender (as the node
-// says), checks that the sealed sender is that sender and the signature
-// against the sender's identity key, and returns the message. It does not
-// detect replays: the caller drops message ids it has seen.
-func Open(envelope []byte, recipient, sender Address, keys Keys) (Message, error) {
-	panic("unimplemented")
-}
-
-// Fingerprint returns the safety number over a user's devices: 12 groups
-// of 5 digits. identities maps device id to identity public key.
-func Fingerprint(user string, identities map[string][]byte) string { panic("unimplemented") }
