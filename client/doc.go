@@ -1,0 +1,30 @@
+// Package client is the Go SDK a Valise client embeds: it logs a device in
+// to its home node, keeps the device's keys (an Ed25519 identity key, a
+// rotating signed prekey and a stock of one-time prekeys, all from
+// client/e2ee), pins the identity keys of the devices it talks to (trust on
+// first use, with explicit verification by safety number), and seals and
+// opens envelopes end to end over the node's ClientService.
+//
+// A Client keeps its state in a directory (Config.StateDir, mode 0700):
+//
+//	state.json     public state: node, user, device, inbox cursor, pins (0600)
+//	secrets.json   identity seed, access token, prekey private keys (0600), or
+//	secrets.enc    the same, sealed with a key derived from Config.Passphrase
+//	               by argon2id (XChaCha20-Poly1305); never written in the clear
+//	history.jsonl  opened and sent messages, one JSON object a line (0600)
+//	seen           ids of the messages received, to drop replays (0600)
+//
+// Every write is atomic (a temporary file, fsync, rename, fsync of the
+// directory) or an fsynced append, and every read-modify-write holds an
+// advisory lock on the directory, so several processes (a "recv --follow"
+// and a "send") may share one state directory. Only one Receive runs at a
+// time per directory.
+//
+// Messages carry a small client payload inside the sealed body: a version
+// byte, the conversation's recipient user (so that a user's other devices
+// file the copy they receive under the right conversation) and the text.
+//
+// The package imports only the wire (proto), the domain package valise,
+// client/e2ee, gRPC, golang.org/x/crypto and the standard library. Who may
+// import it: any client, first of all cmd/valise.
+package client

@@ -1,0 +1,424 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/client/e2ee"
+	clientv1 "github.com/valise-im/valise/proto/valise/client/v1"
+)
+
+// ReceiveOptions tune Receive.
+type ReceiveOptions struct {
+	// Follow keeps streaming new envelopes until ctx ends, reconnecting
+	// after transient errors. Without it Receive returns once the backlog
+	// is drained.
+	Follow bool
+	// Idle is how long Receive without Follow waits for another envelope
+	// before deciding the backlog is drained (default 1s). The inbox
+	// stream has no end-of-backlog marker; the node pushes the backlog at
+	// once, so a pause of this length means it is done.
+	Idle time.Duration
+	// OnWarning, when set, is called with each dropped envelope and each
+	// trust warning.
+	OnWarning func(Warning)
+}
+
+// ErrReceiving is returned by Receive when another Receive (in this or
+// another process) is running on the same state directory.
+var ErrReceiving = errors.New("client: another receive is running on this state directory")
+
+// ackEvery bounds how many handled envelopes wait for one cumulative
+// acknowledgement while more keep arriving.
+const ackEvery = 64
+
+// Receive streams the device's inbox from the saved cursor. Each envelope
+// is opened and verified against the sender's pinned identity key
+// (pinning it on first use); a message seen before is dropped; a new one
+// is appended to the history (synced) together with the cursor, its
+// one-time prekey is deleted, handle is called, and the inbox is
+// acknowledged up to it. Envelopes that do not open are reported through
+// opts.OnWarning and acknowledged, so that no envelope blocks the inbox.
+//
+// Without opts.Follow, Receive returns nil once no envelope arrived for
+// opts.Idle. With it, Receive runs until ctx ends and returns ctx.Err().
+// An error from handle stops Receive and is returned; the message stays
+// in the history.
+func (c *Client) Receive(ctx context.Context, opts ReceiveOptions, handle func(Message) error) error {
+	if opts.Idle <= 0 {
+		opts.Idle = DefaultIdle
+	}
+	if opts.OnWarning == nil {
+		opts.OnWarning = func(Warning) {}
+	}
+	f, err := os.OpenFile(filepath.Join(c.cfg.StateDir, recvLock), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("client: receive lock: %w", err)
+	}
+	defer f.Close()
+	if ok, err := tryFlock(f); err != nil {
+		return fmt.Errorf("client: receive lock: %w", err)
+	} else if !ok {
+		return ErrReceiving
+	}
+	seen, err := loadSeen(c.cfg.StateDir, maxSeen)
+	if err != nil {
+		return err
+	}
+	if err := c.ack(ctx); err != nil {
+		return err
+	}
+	r := &receiver{c: c, opts: opts, seen: seen, handle: handle}
+	delay, failures := retryBase, 0
+	for {
+		progressed, err := r.stream(ctx)
+		var herr handlerError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &herr):
+			return herr.err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case !transient(err):
+			return err
+		}
+		if progressed {
+			delay, failures = retryBase, 0
+		}
+		failures++
+		if !opts.Follow && failures >= 3 {
+			return err
+		}
+		c.log.InfoContext(ctx, "inbox stream broke; reconnecting", "code", status.Code(err).String(), "in", delay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// receiver is one Receive call.
+type receiver struct {
+	c      *Client
+	opts   ReceiveOptions
+	seen   *seenSet
+	handle func(Message) error
+}
+
+// errStreamEnded is a stream the node closed without an error; Receive
+// reconnects.
+var errStreamEnded = status.Error(codes.Unavailable, "the node ended the inbox stream")
+
+// stream runs one StreamInbox call. It returns nil when the backlog is
+// drained (without Follow), and reports whether any envelope was handled.
+func (r *receiver) stream(ctx context.Context) (progressed bool, err error) {
+	c := r.c
+	var cursor uint64
+	if err := c.store.view(func(st *state, _ *secrets) error { cursor = st.Cursor; return nil }); err != nil {
+		return false, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.rpc.StreamInbox(sctx, &clientv1.StreamInboxRequest{AfterCursor: cursor})
+	if err != nil {
+		return false, fmt.Errorf("client: stream inbox: %w", err)
+	}
+	envs := make(chan *clientv1.StreamInboxResponse, ackEvery)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			e, err := stream.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = errStreamEnded
+				}
+				errc <- err
+				return
+			}
+			select {
+			case envs <- e:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if !r.opts.Follow {
+		timer = time.NewTimer(r.opts.Idle)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	// Acknowledge what was handled on the way out, even when ctx ended.
+	defer func() {
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer acancel()
+		if aerr := c.ack(actx); aerr != nil && err == nil {
+			err = aerr
+		}
+	}()
+	unacked := 0
+	for {
+		select {
+		case e := <-envs:
+			if e.GetCursor() <= cursor {
+				continue // the node repeated an envelope we have handled
+			}
+			cursor = e.GetCursor()
+			if err := r.envelope(ctx, e); err != nil {
+				return progressed, err
+			}
+			progressed = true
+			unacked++
+			if unacked >= ackEvery || len(envs) == 0 {
+				if err := c.ack(ctx); err != nil {
+					return progressed, err
+				}
+				unacked = 0
+			}
+			if timer != nil {
+				timer.Reset(r.opts.Idle)
+			}
+		case err := <-errc:
+			if status.Code(err) == codes.Unauthenticated {
+				return progressed, fmt.Errorf("client: the node refused this device (revoked?): %w", err)
+			}
+			return progressed, fmt.Errorf("client: stream inbox: %w", err)
+		case <-idle:
+			return progressed, nil
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		}
+	}
+}
+
+// ack acknowledges the inbox up to the handled cursor.
+func (c *Client) ack(ctx context.Context) error {
+	var cursor, acked uint64
+	if err := c.store.view(func(st *state, _ *secrets) error { cursor, acked = st.Cursor, st.Acked; return nil }); err != nil {
+		return err
+	}
+	if cursor <= acked {
+		return nil
+	}
+	_, err := retry(ctx, c, func(ctx context.Context, rpc clientv1.ClientServiceClient) (*clientv1.AckInboxResponse, error) {
+		return rpc.AckInbox(ctx, &clientv1.AckInboxRequest{Cursor: cursor})
+	})
+	if err != nil {
+		return fmt.Errorf("client: acknowledge the inbox: %w", err)
+	}
+	return c.store.update(func(st *state, _ *secrets) error {
+		st.Acked = max(st.Acked, cursor)
+		return nil
+	})
+}
+
+// envelope handles one envelope: open, drop or store, then handle.
+func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse) error {
+	c := r.c
+	keys := &openKeys{c: c, ctx: ctx}
+	var (
+		msg      *Message
+		warnings []Warning
+		otk      uint32
+		hasOTK   bool
+	)
+	reject := func(err error) {
+		warnings = append(warnings, Warning{Kind: WarnRejected, User: e.GetSenderUser(), Device: e.GetSenderDeviceId(), Envelope: e.GetEnvelopeId(), Err: err})
+	}
+	m, err := r.open(ctx, e, keys)
+	switch {
+	case errors.Is(err, ErrIdentityChanged):
+		warnings = append(warnings, Warning{Kind: WarnChangedKey, User: e.GetSenderUser(), Device: e.GetSenderDeviceId()})
+		reject(err)
+	case err != nil:
+		reject(err)
+	default:
+		if h, herr := e2ee.ParseHeader(e.GetCiphertext()); herr == nil && h.Kind == e2ee.OneTime {
+			otk, hasOTK = h.KeyID, true
+		}
+		id := messageID(m.ID)
+		to, text, perr := decodePayload(m.Body)
+		switch {
+		case r.seen.has(id):
+			warnings = append(warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId()})
+		case perr != nil:
+			reject(perr)
+		case m.Sender.User != c.user.String() && to != c.user.String():
+			reject(fmt.Errorf("addressed to %q, not to this user", to))
+		default:
+			warnings = append(warnings, keys.warnings...)
+			msg = &Message{
+				ID: id, From: m.Sender.User, FromDevice: m.Sender.Device, To: to,
+				Time: m.Time.UTC(), Body: text, Received: c.cfg.Now().UTC(), Envelope: e.GetEnvelopeId(),
+			}
+		}
+	}
+	err = c.store.update(func(st *state, sec *secrets) error {
+		if msg != nil {
+			if err := c.appendHistory(*msg); err != nil {
+				return err
+			}
+			if err := r.seen.add(msg.ID); err != nil {
+				return err
+			}
+			if keys.pin != nil {
+				pinKey(st, keys.pin.User, keys.pin.Device, keys.pinKey, c.cfg.Now())
+			}
+		}
+		if hasOTK {
+			if k, ok := sec.OneTimeKeys[otk]; ok {
+				clear(k)
+				delete(sec.OneTimeKeys, otk)
+			}
+		}
+		st.Cursor = max(st.Cursor, e.GetCursor())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		r.opts.OnWarning(w)
+	}
+	if msg == nil {
+		return nil
+	}
+	if err := r.handle(*msg); err != nil {
+		return handlerError{err}
+	}
+	return nil
+}
+
+// handlerError carries the error of the caller's handler out of Receive
+// unchanged.
+type handlerError struct{ err error }
+
+func (e handlerError) Error() string { return e.err.Error() }
+func (e handlerError) Unwrap() error { return e.err }
+
+// open opens and verifies e. When the pinned key fails to verify and the
+// node's directory shows another key for the device, the error wraps
+// ErrIdentityChanged.
+func (r *receiver) open(ctx context.Context, e *clientv1.StreamInboxResponse, keys *openKeys) (e2ee.Message, error) {
+	c := r.c
+	sender, err := valise.ParseUserID(e.GetSenderUser(), "")
+	if err != nil {
+		return e2ee.Message{}, fmt.Errorf("bad sender: %w", err)
+	}
+	from := e2ee.Address{User: sender.String(), Device: e.GetSenderDeviceId()}
+	to := e2ee.Address{User: c.user.String(), Device: c.device}
+	m, err := e2ee.Open(e.GetCiphertext(), to, from, keys)
+	if err == nil || keys.pinned == nil || !errors.Is(err, e2ee.ErrSignature) {
+		return m, err
+	}
+	devs, derr := c.directory(ctx, sender)
+	if derr != nil {
+		return m, err
+	}
+	for _, d := range devs {
+		if d.ID == from.Device && string(d.Identity) != string(keys.pinned) {
+			return m, fmt.Errorf("%w: %s device %s: %w", ErrIdentityChanged, from.User, from.Device, err)
+		}
+	}
+	return m, err
+}
+
+// openKeys is the receiver's key store as e2ee.Open sees it.
+type openKeys struct {
+	c   *Client
+	ctx context.Context
+	// pinned is the pinned key used, if any.
+	pinned []byte
+	// pin and pinKey are a device seen for the first time, to pin when
+	// its envelope opens.
+	pin    *e2ee.Address
+	pinKey []byte
+	// warnings are trust warnings to show when the envelope opens.
+	warnings []Warning
+}
+
+// PreKey implements e2ee.Keys: the one-time prekeys not used yet, and
+// the signed prekeys, current or within their grace period.
+func (k *openKeys) PreKey(kind e2ee.PreKeyKind, id uint32) ([]byte, error) {
+	var priv []byte
+	err := k.c.store.view(func(_ *state, sec *secrets) error {
+		switch kind {
+		case e2ee.OneTime:
+			if p, ok := sec.OneTimeKeys[id]; ok {
+				priv = append([]byte(nil), p...)
+				return nil
+			}
+			return fmt.Errorf("%w: one-time prekey %d was used already (a replay?) or is unknown", e2ee.ErrUnknownPreKey, id)
+		case e2ee.Signed:
+			for _, s := range sec.SignedPreKeys {
+				if s.ID != id {
+					continue
+				}
+				if !s.Retired.IsZero() && k.c.cfg.Now().Sub(s.Retired) > k.c.cfg.SignedPreKeyGrace {
+					return fmt.Errorf("%w: signed prekey %d is past its grace period", e2ee.ErrUnknownPreKey, id)
+				}
+				priv = append([]byte(nil), s.Private...)
+				return nil
+			}
+			return fmt.Errorf("%w: signed prekey %d is unknown or past its grace period", e2ee.ErrUnknownPreKey, id)
+		}
+		return fmt.Errorf("%w: prekey kind %d", e2ee.ErrUnknownPreKey, kind)
+	})
+	return priv, err
+}
+
+// IdentityKey implements e2ee.Keys: the pinned key of the sending device,
+// else the key the node's directory shows (pinned once the envelope
+// opens: trust on first use).
+func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
+	var key []byte
+	verified := false
+	err := k.c.store.view(func(st *state, _ *secrets) error {
+		if p := st.Pins[sender.User][sender.Device]; p != nil {
+			key = append([]byte(nil), p.IdentityKey...)
+		}
+		verified = userVerified(st, sender.User)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if sender.User == k.c.user.String() && sender.Device == k.c.device {
+		return k.c.identity.Public(), nil
+	}
+	if key != nil {
+		k.pinned = key
+		return key, nil
+	}
+	u, err := valise.ParseUserID(sender.User, "")
+	if err != nil {
+		return nil, err
+	}
+	devs, err := k.c.directory(k.ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		if d.ID == sender.Device {
+			k.pin, k.pinKey = &sender, d.Identity
+			if verified {
+				k.warnings = append(k.warnings, Warning{Kind: WarnNewDevice, User: sender.User, Device: sender.Device})
+			}
+			return d.Identity, nil
+		}
+	}
+	return nil, fmt.Errorf("%s device %s has no published identity key", sender.User, sender.Device)
+}
