@@ -45,7 +45,7 @@ var built struct {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	for _, dir := range []string{built.dir, ctlBuilt.dir} {
+	for _, dir := range []string{built.dir, ctlBuilt.dir, cliBuilt.dir} {
 		if dir != "" {
 			os.RemoveAll(dir)
 		}
