@@ -113,7 +113,11 @@ func errorText(err error) string {
 	if m := rpcPrefix.FindStringSubmatch(s); m != nil {
 		s = rpcPrefix.ReplaceAllString(s, "") + " (" + m[1] + ")"
 	}
-	return strings.TrimPrefix(s, "client: ")
+	s = strings.TrimPrefix(s, "client: ")
+	if strings.Contains(s, "certificate is valid for") || strings.Contains(s, "doesn't contain any IP SANs") {
+		s += "\nhint: the node's certificate names the node, not this address; pass --server-name NODE-NAME at login"
+	}
+	return s
 }
 
 // dispatch parses the command line and runs the command.
