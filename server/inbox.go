@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/valise-im/valise"
@@ -52,16 +53,14 @@ func (n *Node) Send(ctx context.Context, c Caller, idempotencyKey string, envs [
 	if ok, d := n.send.allow(string(c.Device)); !ok {
 		return nil, valise.Exhausted(d, "this device sends too fast")
 	}
+	// The writer wakes the recipients' streams after the commit (see
+	// Node.committed), also when ctx ends while the send is committing.
 	res, err := n.writer.Send(ctx, op)
 	if err != nil {
 		return nil, fmt.Errorf("send: %w", err)
 	}
 	if res.Err != nil {
 		return nil, res.Err
-	}
-	n.metrics.envelopesAccepted.Add(float64(len(res.Deliveries)))
-	for _, d := range res.Deliveries {
-		n.hub.notify(d.User, d.Device)
 	}
 	return res.IDs, nil
 }
@@ -75,10 +74,26 @@ const inboxPage = 100
 func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver func(valise.Envelope) error) error {
 	sub, unsubscribe := n.hub.subscribe(c.User, c.Device)
 	defer unsubscribe()
+	// The token was checked before the subscription existed: a revocation
+	// committed in between closed no doorbell of this stream. Check again
+	// now that any later revocation will.
+	if _, err := n.store.GetDevice(ctx, c.User, c.Device); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
+		}
+		return fmt.Errorf("stream inbox: %w", err)
+	}
 	for {
-		// Drain a pending wake-up first: the read below covers it.
+		// Drain a pending wake-up first: the read below covers it. Also
+		// stop between pages of a long backlog.
 		select {
 		case <-sub.wake:
+		case <-sub.revoked:
+			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
+		case <-n.stopping:
+			return errShuttingDown()
+		case <-ctx.Done():
+			return ctx.Err()
 		default:
 		}
 		page, err := n.store.ReadInbox(ctx, c.User, c.Device, after, inboxPage)
@@ -100,11 +115,15 @@ func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver 
 		case <-sub.revoked:
 			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
 		case <-n.stopping:
-			return valise.Errorf(valise.KindUnavailable, "node is shutting down; reconnect from your last cursor")
+			return errShuttingDown()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+}
+
+func errShuttingDown() error {
+	return valise.Errorf(valise.KindUnavailable, "node is shutting down; reconnect from your last cursor")
 }
 
 // Ack deletes the caller's envelopes up to cursor.

@@ -52,7 +52,8 @@ func NewNode(cfg Config, store storage.Store, metrics *Metrics, log *slog.Logger
 		hashSem:  make(chan struct{}, max(2, runtime.NumCPU())),
 		stopping: make(chan struct{}),
 	}
-	n.writer = groupcommit.New(store, groupcommit.Config{Observe: metrics.observeCommit}, n.log.With("component", "server.groupcommit"))
+	n.writer = groupcommit.New(store, groupcommit.Config{Observe: metrics.observeCommit, Committed: n.committed},
+		n.log.With("component", "server.groupcommit"))
 	n.loginAddr = newKeyedLimiter(cfg.Limits.Login, n.now)
 	n.loginAccount = newKeyedLimiter(cfg.Limits.Login, n.now)
 	n.loginFailure = newKeyedLimiter(cfg.Limits.LoginFailure, n.now)
@@ -88,6 +89,21 @@ func withDefaults(c Config) Config {
 		c.GRPC = d.GRPC
 	}
 	return c
+}
+
+// committed wakes the streams of every device a commit wrote to. The
+// writer calls it, not Send, so a sender whose context ended while its
+// send was committing does not leave the recipients' streams asleep.
+func (n *Node) committed(sends []storage.SendResult) {
+	for _, r := range sends {
+		if r.Err != nil {
+			continue
+		}
+		n.metrics.envelopesAccepted.Add(float64(len(r.Deliveries)))
+		for _, d := range r.Deliveries {
+			n.hub.notify(d.User, d.Device)
+		}
+	}
 }
 
 // Run runs the group-commit writer until ctx ends.

@@ -34,6 +34,12 @@ type Config struct {
 	// Observe, if set, is called after each commit with its size and
 	// duration (for metrics).
 	Observe func(ops, envelopes int, d time.Duration, err error)
+	// Committed, if set, is called by the writer after each successful
+	// commit with the result of every send in it, before any caller is
+	// answered. It runs whether or not the callers still wait, so work
+	// that must follow a commit (waking inbox streams) is not lost when a
+	// caller's context ends mid-commit. It must not block.
+	Committed func(sends []storage.SendResult)
 }
 
 // Writer is the group-commit writer. Create it with New, start Run, then
@@ -196,6 +202,8 @@ func (w *Writer) commit(ctx context.Context, batch []*request, envelopes int) {
 	}
 	if err != nil {
 		w.log.ErrorContext(ctx, "group commit failed", "ops", len(batch), "envelopes", envelopes, "err", err)
+	} else if w.cfg.Committed != nil && len(res.Sends) > 0 {
+		w.cfg.Committed(res.Sends)
 	}
 	si, ai := 0, 0
 	for _, r := range batch {

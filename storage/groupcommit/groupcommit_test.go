@@ -192,3 +192,30 @@ func TestCallerContext(t *testing.T) {
 	}
 	f.gate <- struct{}{} // let the commit finish so the writer stops cleanly
 }
+
+// TestCommittedRunsWhenCallerLeft checks that the Committed hook sees a
+// send that committed after its caller stopped waiting: follow-up work
+// (waking inbox streams) must not depend on the caller.
+func TestCommittedRunsWhenCallerLeft(t *testing.T) {
+	f := newFake()
+	seen := make(chan string, 1)
+	w := start(t, f, Config{Committed: func(sends []storage.SendResult) {
+		for _, s := range sends {
+			seen <- string(s.IDs[0])
+		}
+	}})
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { <-f.entered; cancel() }()
+	if _, err := w.Send(ctx, sendOp("left", 1)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("send = %v, want context.Canceled", err)
+	}
+	f.gate <- struct{}{}
+	select {
+	case id := <-seen:
+		if id != "left" {
+			t.Fatalf("Committed saw %q, want left", id)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Committed was not called for a send whose caller left")
+	}
+}
