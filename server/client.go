@@ -27,6 +27,10 @@ func remoteAddr(ctx context.Context) string {
 	if err != nil {
 		return p.Addr.String()
 	}
+	// One IPv6 client usually holds a whole /64: limit it as one address.
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	}
 	return host
 }
 

@@ -19,6 +19,9 @@ type Config struct {
 	MaxOneTimeKeysPerUpload int
 	// MaxOneTimeKeysStored bounds the unclaimed one-time prekeys per device.
 	MaxOneTimeKeysStored int
+	// MaxStreamsPerDevice bounds the open StreamInbox streams of one device
+	// (each may hold a page of envelopes in memory).
+	MaxStreamsPerDevice int
 	// Password sets the argon2id cost of password hashes.
 	Password PasswordParams
 	// Limits are the rate limits.
@@ -67,6 +70,7 @@ func DefaultConfig() Config {
 		MaxRecipients:           valise.DefaultMaxRecipients,
 		MaxOneTimeKeysPerUpload: valise.DefaultMaxOneTimeKeysPerUpload,
 		MaxOneTimeKeysStored:    valise.DefaultMaxOneTimeKeysStored,
+		MaxStreamsPerDevice:     4,
 		Password:                DefaultPasswordParams(),
 		Limits: Limits{
 			Send:         Rate{Burst: 60, PerSecond: 20},

@@ -29,10 +29,21 @@ type subscription struct {
 func newHub() *hub { return &hub{subs: make(map[devKey]map[*subscription]struct{})} }
 
 func (h *hub) subscribe(user string, device valise.DeviceID) (*subscription, func()) {
-	s := &subscription{wake: make(chan struct{}, 1), revoked: make(chan struct{})}
+	s, unsubscribe, _ := h.trySubscribe(user, device, 0)
+	return s, unsubscribe
+}
+
+// trySubscribe subscribes unless the device already has max streams open
+// (max 0: no bound); ok is false then.
+func (h *hub) trySubscribe(user string, device valise.DeviceID, max int) (s *subscription, unsubscribe func(), ok bool) {
+	s = &subscription{wake: make(chan struct{}, 1), revoked: make(chan struct{})}
 	k := devKey{user, device}
 	h.mu.Lock()
 	m := h.subs[k]
+	if max > 0 && len(m) >= max {
+		h.mu.Unlock()
+		return nil, func() {}, false
+	}
 	if m == nil {
 		m = make(map[*subscription]struct{})
 		h.subs[k] = m
@@ -46,7 +57,7 @@ func (h *hub) subscribe(user string, device valise.DeviceID) (*subscription, fun
 			delete(h.subs, k)
 		}
 		h.mu.Unlock()
-	}
+	}, true
 }
 
 // notify wakes every stream of the device.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/valise-im/valise"
 	"github.com/valise-im/valise/storage"
@@ -72,8 +73,11 @@ const inboxPage = 100
 // cursor, then for each new one as it is committed, until ctx ends or the
 // device is revoked.
 func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver func(valise.Envelope) error) error {
-	sub, unsubscribe := n.hub.subscribe(c.User, c.Device)
+	sub, unsubscribe, ok := n.hub.trySubscribe(c.User, c.Device, n.cfg.MaxStreamsPerDevice)
 	defer unsubscribe()
+	if !ok {
+		return valise.Exhausted(time.Second, "this device already has %d inbox streams open", n.cfg.MaxStreamsPerDevice)
+	}
 	// The token was checked before the subscription existed: a revocation
 	// committed in between closed no doorbell of this stream. Check again
 	// now that any later revocation will.

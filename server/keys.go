@@ -84,6 +84,11 @@ func (n *Node) ClaimOneTimeKey(ctx context.Context, c Caller, user, device strin
 	if err != nil {
 		return valise.PreKey{}, false, err
 	}
+	// Only existing devices get a rate-limit bucket, so made-up device ids
+	// cannot fill the limiter.
+	if _, err := n.store.GetDevice(ctx, local, id); err != nil {
+		return valise.PreKey{}, false, notFound(err, "device %s of %s not found or has no keys", id, n.userID(local))
+	}
 	if ok, d := n.claim.allow(string(c.Device) + "|" + local + "|" + string(id)); !ok {
 		return valise.PreKey{}, false, valise.Exhausted(d, "too many one-time key claims for this device")
 	}

@@ -79,6 +79,9 @@ func withDefaults(c Config) Config {
 	if c.MaxOneTimeKeysStored <= 0 {
 		c.MaxOneTimeKeysStored = d.MaxOneTimeKeysStored
 	}
+	if c.MaxStreamsPerDevice <= 0 {
+		c.MaxStreamsPerDevice = d.MaxStreamsPerDevice
+	}
 	if c.Password.Time == 0 {
 		c.Password = d.Password
 	}

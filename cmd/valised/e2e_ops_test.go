@@ -14,6 +14,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/valise-im/valise/internal/config"
+	clientv1 "github.com/valise-im/valise/proto/valise/client/v1"
 )
 
 // TestOperatorEndpoints checks health, reflection and metrics, the tools
@@ -124,4 +127,21 @@ func TestOneDaemonPerDataDir(t *testing.T) {
 		t.Fatalf("second serve = %v, want a lock error", err)
 	}
 	n.createUser(t, "alice", "alice-password")
+}
+
+// TestStreamsPerDevice checks the bound on open inbox streams per device.
+func TestStreamsPerDevice(t *testing.T) {
+	n := startNode(t, "sqlite", func(c *config.Config) { c.Limits.MaxStreamsPerDevice = 2 })
+	n.createUser(t, "alice", "alice-password")
+	alice := n.login(t, "alice", "alice-password")
+	a, b := inboxStream(t, alice, 0), inboxStream(t, alice, 0)
+	send(t, alice, "k", []*device{alice}, []byte("x"))
+	recvN(t, a, 1) // both streams are open once each got the envelope
+	recvN(t, b, 1)
+	stream, err := alice.c.StreamInbox(alice.ctx(t.Context()), &clientv1.StreamInboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = stream.Recv()
+	wantRetry(t, err)
 }

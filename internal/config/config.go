@@ -121,6 +121,7 @@ type Limits struct {
 	MaxRecipients           int  `yaml:"max_recipients"`
 	MaxOneTimeKeysPerUpload int  `yaml:"max_one_time_keys_per_upload"`
 	MaxOneTimeKeysStored    int  `yaml:"max_one_time_keys_stored"`
+	MaxStreamsPerDevice     int  `yaml:"max_streams_per_device"`
 	Send                    Rate `yaml:"send"`
 	Login                   Rate `yaml:"login"`
 	LoginFailure            Rate `yaml:"login_failure"`

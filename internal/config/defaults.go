@@ -29,6 +29,7 @@ func Default() Config {
 			MaxRecipients:           s.MaxRecipients,
 			MaxOneTimeKeysPerUpload: s.MaxOneTimeKeysPerUpload,
 			MaxOneTimeKeysStored:    s.MaxOneTimeKeysStored,
+			MaxStreamsPerDevice:     s.MaxStreamsPerDevice,
 			Send:                    Rate(s.Limits.Send),
 			Login:                   Rate(s.Limits.Login),
 			LoginFailure:            Rate(s.Limits.LoginFailure),
@@ -60,6 +61,7 @@ func (c Config) Server() server.Config {
 		MaxRecipients:           c.Limits.MaxRecipients,
 		MaxOneTimeKeysPerUpload: c.Limits.MaxOneTimeKeysPerUpload,
 		MaxOneTimeKeysStored:    c.Limits.MaxOneTimeKeysStored,
+		MaxStreamsPerDevice:     c.Limits.MaxStreamsPerDevice,
 		Password:                server.PasswordParams{Time: c.Password.Time, MemoryK: c.Password.MemoryKiB, Threads: c.Password.Threads},
 		Limits: server.Limits{
 			Send:         server.Rate(c.Limits.Send),

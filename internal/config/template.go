@@ -81,6 +81,8 @@ limits:
   max_one_time_keys_per_upload: 100
   # Most unclaimed one-time prekeys stored per device.
   max_one_time_keys_stored: 500
+  # Most open StreamInbox streams per device.
+  max_streams_per_device: 4
   # Token buckets: burst requests at once, then per_second on average.
   # SendEnvelopes calls per device.
   send:

@@ -85,6 +85,7 @@ func (c Config) Validate(dir string, files bool) error {
 	positive("limits.max_recipients", c.Limits.MaxRecipients)
 	positive("limits.max_one_time_keys_per_upload", c.Limits.MaxOneTimeKeysPerUpload)
 	positive("limits.max_one_time_keys_stored", c.Limits.MaxOneTimeKeysStored)
+	positive("limits.max_streams_per_device", c.Limits.MaxStreamsPerDevice)
 	if c.Limits.MaxOneTimeKeysPerUpload > c.Limits.MaxOneTimeKeysStored {
 		add("limits.max_one_time_keys_per_upload", "must not exceed limits.max_one_time_keys_stored")
 	}
