@@ -92,6 +92,9 @@ func Login(ctx context.Context, cfg Config, user, password, deviceName string) (
 	if c.user, err = valise.ParseUserID(resp.GetUser(), ""); err != nil {
 		return nil, fmt.Errorf("client: login: the node answered a bad user: %w", err)
 	}
+	if _, err := valise.ParseDeviceID(resp.GetDeviceId()); err != nil {
+		return nil, fmt.Errorf("client: login: the node answered a bad device id: %w", err)
+	}
 	c.device, c.identity = resp.GetDeviceId(), identity
 	c.creds.set(resp.GetAccessToken())
 	sec.AccessToken = resp.GetAccessToken()

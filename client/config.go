@@ -117,6 +117,11 @@ func (c Config) withDefaults() (Config, error) {
 		c.CallTimeout = DefaultCallTimeout
 	}
 	c.KDF = c.KDF.withDefaults()
+	if k := c.KDF; k.Time > maxKDFTime || k.MemoryKiB > maxKDFMemoryKiB || k.Threads > maxKDFThreads || k.MemoryKiB < 8*uint32(k.Threads) {
+		// Secrets sealed with such parameters would never open again.
+		return c, fmt.Errorf("client: Config.KDF out of range (time at most %d, memory %d KiB to %d KiB, threads at most %d)",
+			maxKDFTime, 8*uint32(k.Threads), maxKDFMemoryKiB, maxKDFThreads)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"time"
@@ -63,7 +64,7 @@ func (c *Client) directory(ctx context.Context, user valise.UserID) ([]dirDevice
 	var out []dirDevice
 	seen := map[string]bool{}
 	for _, d := range resp.GetDevices() {
-		if _, err := valise.ParseDeviceID(d.GetDeviceId()); err != nil || seen[d.GetDeviceId()] || len(d.GetIdentityKey()) == 0 {
+		if _, err := valise.ParseDeviceID(d.GetDeviceId()); err != nil || seen[d.GetDeviceId()] || len(d.GetIdentityKey()) != ed25519.PublicKeySize {
 			c.log.WarnContext(ctx, "ignoring a malformed directory entry", "user", user.String())
 			continue
 		}

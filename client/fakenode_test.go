@@ -51,6 +51,9 @@ type fakeNode struct {
 	sendCalls      int
 	streams        int               // open StreamInbox calls
 	identityChange map[string][]byte // device id → identity key served instead
+	keysDown       bool              // GetDeviceKeys answers Unavailable
+	onGetKeys      func()            // called (without mu) at each GetDeviceKeys
+	loginDeviceID  *string           // device id Login answers instead
 }
 
 type fakeDevice struct {
@@ -124,6 +127,9 @@ func (n *fakeNode) Login(_ context.Context, r *clientv1.LoginRequest) (*clientv1
 		return nil, status.Error(codes.Unauthenticated, "wrong user or password")
 	}
 	d := &fakeDevice{user: lp + "@" + fakeNodeName, id: string(valise.NewDeviceID()), token: randomHex(16), name: r.GetDeviceDisplayName(), created: time.Now(), usedOTK: map[uint32]bool{}}
+	if n.loginDeviceID != nil {
+		d.id = *n.loginDeviceID
+	}
 	n.devices[d.token], n.byID[d.id] = d, d
 	return &clientv1.LoginResponse{User: d.user, DeviceId: d.id, AccessToken: d.token}, nil
 }
@@ -207,9 +213,18 @@ func (n *fakeNode) CountOneTimeKeys(ctx context.Context, _ *clientv1.CountOneTim
 
 func (n *fakeNode) GetDeviceKeys(ctx context.Context, r *clientv1.GetDeviceKeysRequest) (*clientv1.GetDeviceKeysResponse, error) {
 	n.mu.Lock()
+	hook := n.onGetKeys
+	n.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, err := n.caller(ctx); err != nil {
 		return nil, err
+	}
+	if n.keysDown {
+		return nil, status.Error(codes.Unavailable, "key directory down")
 	}
 	user := localpart(r.GetUser()) + "@" + fakeNodeName
 	resp := &clientv1.GetDeviceKeysResponse{User: user}

@@ -61,7 +61,11 @@ func (c *Client) maintainSignedPreKey(ctx context.Context) error {
 			cur = next
 		}
 		sec.SignedPreKeys = slices.DeleteFunc(sec.SignedPreKeys, func(k *signedPreKey) bool {
-			return !k.Retired.IsZero() && now.Sub(k.Retired) > c.cfg.SignedPreKeyGrace
+			if !k.Retired.IsZero() && now.Sub(k.Retired) > c.cfg.SignedPreKeyGrace {
+				clear(k.Private) // out of sec, so out of reach of its wipe
+				return true
+			}
+			return false
 		})
 		if !cur.Published {
 			pub = &clientv1.PreKey{KeyId: cur.ID, PublicKey: cur.Public, Signature: cur.Signature}

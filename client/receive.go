@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -232,13 +233,20 @@ func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse
 	var (
 		msg      *Message
 		warnings []Warning
-		otk      uint32
-		hasOTK   bool
 	)
 	reject := func(err error) {
 		warnings = append(warnings, Warning{Kind: WarnRejected, User: e.GetSenderUser(), Device: e.GetSenderDeviceId(), Envelope: e.GetEnvelopeId(), Err: err})
 	}
 	m, err := r.open(ctx, e, keys)
+	var lerr localError
+	if errors.As(err, &lerr) {
+		// Not the envelope's fault: keep it in the inbox for the next try.
+		return lerr.err
+	}
+	// A one-time prekey that decrypted the envelope is deleted whatever
+	// comes next (a bad signature, a changed key, a replay): it must never
+	// open it again.
+	otk, hasOTK := keys.otk, keys.hasOTK && !errors.Is(err, e2ee.ErrDecrypt)
 	switch {
 	case errors.Is(err, ErrIdentityChanged):
 		warnings = append(warnings, Warning{Kind: WarnChangedKey, User: e.GetSenderUser(), Device: e.GetSenderDeviceId()})
@@ -246,9 +254,6 @@ func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse
 	case err != nil:
 		reject(err)
 	default:
-		if h, herr := e2ee.ParseHeader(e.GetCiphertext()); herr == nil && h.Kind == e2ee.OneTime {
-			otk, hasOTK = h.KeyID, true
-		}
 		id := messageID(m.ID)
 		to, text, perr := decodePayload(m.Body)
 		switch {
@@ -267,6 +272,14 @@ func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse
 		}
 	}
 	err = c.store.update(func(st *state, sec *secrets) error {
+		if msg != nil && keys.pin != nil {
+			// The device may have been pinned (or verified) by a Send or a
+			// Verify since its key was looked up: never replace that pin.
+			if p := st.Pins[keys.pin.User][keys.pin.Device]; p != nil && !bytes.Equal(p.IdentityKey, keys.pinKey) {
+				msg, warnings = nil, []Warning{{Kind: WarnChangedKey, User: keys.pin.User, Device: keys.pin.Device}}
+				reject(fmt.Errorf("%w: %s device %s was pinned to another key meanwhile", ErrIdentityChanged, keys.pin.User, keys.pin.Device))
+			}
+		}
 		if msg != nil {
 			if err := c.appendHistory(*msg); err != nil {
 				return err
@@ -274,7 +287,7 @@ func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse
 			if err := r.seen.add(msg.ID); err != nil {
 				return err
 			}
-			if keys.pin != nil {
+			if keys.pin != nil && st.Pins[keys.pin.User][keys.pin.Device] == nil {
 				pinKey(st, keys.pin.User, keys.pin.Device, keys.pinKey, c.cfg.Now())
 			}
 		}
@@ -321,6 +334,7 @@ func (r *receiver) open(ctx context.Context, e *clientv1.StreamInboxResponse, ke
 	from := e2ee.Address{User: sender.String(), Device: e.GetSenderDeviceId()}
 	to := e2ee.Address{User: c.user.String(), Device: c.device}
 	m, err := e2ee.Open(e.GetCiphertext(), to, from, keys)
+	clear(keys.priv)
 	if err == nil || keys.pinned == nil || !errors.Is(err, e2ee.ErrSignature) {
 		return m, err
 	}
@@ -348,36 +362,66 @@ type openKeys struct {
 	pinKey []byte
 	// warnings are trust warnings to show when the envelope opens.
 	warnings []Warning
+	// priv is the copy of the prekey handed to e2ee.Open, cleared after.
+	priv []byte
+	// otk is the one-time prekey handed out, if hasOTK.
+	otk    uint32
+	hasOTK bool
 }
+
+// localError is a failure to open an envelope that is not the envelope's
+// fault (the state directory, the node's key directory unreachable, the
+// context ended): Receive stops or retries instead of dropping it.
+type localError struct{ err error }
+
+func (e localError) Error() string { return e.err.Error() }
+func (e localError) Unwrap() error { return e.err }
 
 // PreKey implements e2ee.Keys: the one-time prekeys not used yet, and
 // the signed prekeys, current or within their grace period.
 func (k *openKeys) PreKey(kind e2ee.PreKeyKind, id uint32) ([]byte, error) {
 	var priv []byte
+	var lookupErr error
 	err := k.c.store.view(func(_ *state, sec *secrets) error {
-		switch kind {
-		case e2ee.OneTime:
-			if p, ok := sec.OneTimeKeys[id]; ok {
-				priv = append([]byte(nil), p...)
-				return nil
-			}
-			return fmt.Errorf("%w: one-time prekey %d was used already (a replay?) or is unknown", e2ee.ErrUnknownPreKey, id)
-		case e2ee.Signed:
-			for _, s := range sec.SignedPreKeys {
-				if s.ID != id {
-					continue
-				}
-				if !s.Retired.IsZero() && k.c.cfg.Now().Sub(s.Retired) > k.c.cfg.SignedPreKeyGrace {
-					return fmt.Errorf("%w: signed prekey %d is past its grace period", e2ee.ErrUnknownPreKey, id)
-				}
-				priv = append([]byte(nil), s.Private...)
-				return nil
-			}
-			return fmt.Errorf("%w: signed prekey %d is unknown or past its grace period", e2ee.ErrUnknownPreKey, id)
-		}
-		return fmt.Errorf("%w: prekey kind %d", e2ee.ErrUnknownPreKey, kind)
+		lookupErr = lookupPreKey(k.c.cfg, sec, kind, id, &priv)
+		return nil
 	})
-	return priv, err
+	if err != nil {
+		return nil, localError{err}
+	}
+	if lookupErr != nil {
+		return nil, lookupErr
+	}
+	k.priv = priv
+	if kind == e2ee.OneTime {
+		k.otk, k.hasOTK = id, true
+	}
+	return priv, nil
+}
+
+// lookupPreKey copies the private prekey (kind, id) of sec into *priv.
+func lookupPreKey(cfg Config, sec *secrets, kind e2ee.PreKeyKind, id uint32, priv *[]byte) error {
+	switch kind {
+	case e2ee.OneTime:
+		if p, ok := sec.OneTimeKeys[id]; ok {
+			*priv = append([]byte(nil), p...)
+			return nil
+		}
+		return fmt.Errorf("%w: one-time prekey %d was used already (a replay?) or is unknown", e2ee.ErrUnknownPreKey, id)
+	case e2ee.Signed:
+		for _, s := range sec.SignedPreKeys {
+			if s.ID != id {
+				continue
+			}
+			if !s.Retired.IsZero() && cfg.Now().Sub(s.Retired) > cfg.SignedPreKeyGrace {
+				return fmt.Errorf("%w: signed prekey %d is past its grace period", e2ee.ErrUnknownPreKey, id)
+			}
+			*priv = append([]byte(nil), s.Private...)
+			return nil
+		}
+		return fmt.Errorf("%w: signed prekey %d is unknown or past its grace period", e2ee.ErrUnknownPreKey, id)
+	}
+	return fmt.Errorf("%w: prekey kind %d", e2ee.ErrUnknownPreKey, kind)
 }
 
 // IdentityKey implements e2ee.Keys: the pinned key of the sending device,
@@ -394,7 +438,7 @@ func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, localError{err}
 	}
 	if sender.User == k.c.user.String() && sender.Device == k.c.device {
 		return k.c.identity.Public(), nil
@@ -409,6 +453,11 @@ func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 	}
 	devs, err := k.c.directory(k.ctx, u)
 	if err != nil {
+		if k.ctx.Err() != nil || transient(err) || status.Code(err) == codes.Canceled {
+			// The node's directory could not be read: try again later
+			// rather than drop a message that may be fine.
+			return nil, localError{err}
+		}
 		return nil, err
 	}
 	for _, d := range devs {

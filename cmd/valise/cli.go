@@ -100,7 +100,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "valise: %s\nRun 'valise help' for usage.\n", uerr.msg)
 		return 2
 	}
-	fmt.Fprintf(stderr, "valise: %s\n", errorText(err))
+	// Errors may quote the node (gRPC statuses) or other users: sanitize.
+	fmt.Fprintf(stderr, "valise: %s\n", sanitize(errorText(err)))
 	return 1
 }
 

@@ -186,3 +186,13 @@ func TestPrinter(t *testing.T) {
 		t.Errorf("text line = %q", b.String())
 	}
 }
+
+// Errors quote what others control (the node's status messages, paths):
+// they reach the terminal sanitized.
+func TestErrorsAreSanitized(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "state")
+	code, _, stderr := runCLI(t, "", "--state", state, "--passphrase-file", filepath.Join(state, "\x1b[2Jevil"), "recv")
+	if code != 1 || strings.Contains(stderr, "\x1b") || !strings.Contains(stderr, `\u001b`) {
+		t.Errorf("exit %d, stderr %q; want 1 and the escape shown escaped", code, stderr)
+	}
+}

@@ -84,7 +84,7 @@ func sendCmd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		}
 		var changed *client.ChangedKeysError
 		if errors.As(err, &changed) {
-			fmt.Fprintf(c.stderr, "WARNING: %s\n", errorText(err))
+			fmt.Fprintf(c.stderr, "WARNING: %s\n", sanitize(errorText(err)))
 			return errors.New("nothing was sent; check with 'valise fingerprint' and 'valise verify', or send with --accept-changed-keys")
 		}
 		if err != nil {
@@ -225,14 +225,14 @@ func devicesCmd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 			if d.Current {
 				name += " (this device)"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, trust, d.IdentityKey, strings.TrimSpace(name))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", sanitize(d.ID), trust, d.IdentityKey, strings.TrimSpace(name))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 		for _, d := range devs {
 			if d.Trust == client.TrustChanged {
-				fmt.Fprintf(c.stderr, "WARNING: the identity key of device %s CHANGED since it was first seen; compare safety numbers before trusting it\n", d.ID)
+				fmt.Fprintf(c.stderr, "WARNING: the identity key of device %s CHANGED since it was first seen; compare safety numbers before trusting it\n", sanitize(d.ID))
 			}
 		}
 		return nil
