@@ -70,7 +70,7 @@ var forbidden = []struct {
 	{"cmd/valisectl", []string{module + "/server", module + "/storage", module + "/internal/backend"}},
 	{"client", []string{module + "/server", module + "/storage", module + "/internal", module + "/cmd", module + "/federation"}},
 	{"client/e2ee", []string{module + "/"}},
-	{"cmd/valise", []string{module + "/server", module + "/storage", module + "/internal"}},
+	{"cmd/valise", []string{module + "/server", module + "/storage", module + "/internal/backend", module + "/internal/config", module + "/internal/pki"}},
 }
 
 // TestImportRules fails when a package imports what the design forbids.

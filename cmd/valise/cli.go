@@ -76,13 +76,6 @@ func commands() []command {
 }
 
 // usageError is a mistake on the command line; it exits with status 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usageErrorf(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
 
 // run runs valise with args (without the program name) and returns the
 // exit status.
@@ -97,7 +90,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usageText)
 		return 0
 	case errors.As(err, &uerr):
-		fmt.Fprintf(stderr, "valise: %s\nRun 'valise help' for usage.\n", uerr.msg)
+		fmt.Fprintf(stderr, "valise: %s\nRun 'valise help' for usage.\n", uerr.Msg)
 		return 2
 	}
 	// Errors may quote the node (gRPC statuses) or other users: sanitize.
@@ -216,45 +209,6 @@ func (c *cli) warn(w client.Warning) {
 		return
 	}
 	fmt.Fprintf(c.stderr, "WARNING: %s\n", sanitize(w.String()))
-}
-
-// newFlagSet returns a silent flag set: run reports its errors.
-func newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	return fs
-}
-
-// flagError turns a flag parsing error into a usage error, keeping
-// flag.ErrHelp so that -h prints the usage.
-func flagError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return &usageError{msg: err.Error()}
-}
-
-// parseInterleaved parses fs from args, allowing flags after positional
-// arguments ("send bob hi --accept-changed-keys"), and returns the
-// positional arguments. Everything after "--" is positional.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		consumed := args[:len(args)-len(rest)]
-		if len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
-	}
 }
 
 // refuseSecretFlags rejects a password or passphrase given on the

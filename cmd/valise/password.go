@@ -1,19 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"strings"
 
 	"golang.org/x/term"
-)
 
-// maxPasswordRead bounds what is read from stdin for a password; the node
-// rejects passwords longer than 1,024 bytes.
-const maxPasswordRead = 64 << 10
+	"github.com/valise-im/valise/internal/cliutil"
+)
 
 // readPassword reads the password: from the first line of stdin with
 // --password-stdin (refused on a terminal, where it would echo), else at
@@ -40,14 +35,5 @@ func (c *cli) readPassword(fromStdin bool, user string) (string, error) {
 	if tty {
 		return "", errors.New("--password-stdin: stdin is a terminal, where a typed password would echo; drop --password-stdin to be prompted, or pipe the password in")
 	}
-	line, err := bufio.NewReader(io.LimitReader(c.stdin, maxPasswordRead)).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("reading the password from stdin: %w", err)
-	}
-	line = strings.TrimSuffix(line, "\n")
-	line = strings.TrimSuffix(line, "\r")
-	if line == "" {
-		return "", errors.New("--password-stdin: no password on stdin")
-	}
-	return line, nil
+	return cliutil.ReadFirstLine(c.stdin)
 }

@@ -50,13 +50,6 @@ func commands() []command {
 }
 
 // usageError is a mistake on the command line; it exits with status 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usageErrorf(format string, args ...any) error {
-	return &usageError{msg: fmt.Sprintf(format, args...)}
-}
 
 // run runs valisectl with args (without the program name) and returns the
 // exit status.
@@ -71,7 +64,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprint(stdout, usageText)
 		return 0
 	case errors.As(err, &uerr):
-		fmt.Fprintf(stderr, "valisectl: %s\nRun 'valisectl help' for usage.\n", uerr.msg)
+		fmt.Fprintf(stderr, "valisectl: %s\nRun 'valisectl help' for usage.\n", uerr.Msg)
 		return 2
 	}
 	if st, ok := status.FromError(err); ok {
@@ -155,45 +148,6 @@ func lookup(args []string) (command, []string, error) {
 		return command{}, nil, usageErrorf("%s needs a subcommand: %s", args[0], strings.Join(verbs, ", "))
 	default:
 		return command{}, nil, usageErrorf("unknown %s subcommand %q (want %s)", args[0], args[1], strings.Join(verbs, ", "))
-	}
-}
-
-// newFlagSet returns a silent flag set: run reports its errors.
-func newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	return fs
-}
-
-// flagError turns a flag parsing error into a usage error, keeping
-// flag.ErrHelp so that -h prints the usage.
-func flagError(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	return &usageError{msg: err.Error()}
-}
-
-// parseInterleaved parses fs from args, allowing flags after positional
-// arguments ("user create alice --password-stdin"), and returns the
-// positional arguments. Everything after "--" is positional.
-func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		rest := fs.Args()
-		consumed := args[:len(args)-len(rest)]
-		if len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
-			return append(pos, rest...), nil
-		}
-		if len(rest) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
 	}
 }
 

@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
-	"io"
 	"os"
-	"strings"
-)
 
-// maxPasswordRead bounds what is read from stdin for a password; the node
-// rejects passwords longer than 1,024 bytes.
-const maxPasswordRead = 64 << 10
+	"github.com/valise-im/valise/internal/cliutil"
+)
 
 // readPassword reads the first line of stdin, without its line ending.
 // It refuses to read from a terminal, where the password would echo (and
@@ -25,14 +19,5 @@ func (c *cli) readPassword(fromStdin bool) (string, error) {
 			return "", errors.New("--password-stdin: stdin is a terminal or device, where a typed password would echo; pipe it in from a file or a password manager")
 		}
 	}
-	line, err := bufio.NewReader(io.LimitReader(c.stdin, maxPasswordRead)).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("reading the password from stdin: %w", err)
-	}
-	line = strings.TrimSuffix(line, "\n")
-	line = strings.TrimSuffix(line, "\r")
-	if line == "" {
-		return "", errors.New("--password-stdin: no password on stdin")
-	}
-	return line, nil
+	return cliutil.ReadFirstLine(c.stdin)
 }
