@@ -12,7 +12,9 @@
 //	secrets.enc    the same, sealed with a key derived from Config.Passphrase
 //	               by argon2id (XChaCha20-Poly1305); never written in the clear
 //	history.jsonl  opened and sent messages, one JSON object a line (0600)
-//	seen           ids of the messages received, to drop replays (0600)
+//	seen           ids of the messages received, with when they were seen,
+//	               to drop replays; kept for the signed prekeys' lifetime
+//	               plus grace (see docs/E2EE.md, "Replays") (0600)
 //
 // Every write is atomic (a temporary file, fsync, rename, fsync of the
 // directory) or an fsynced append, and every read-modify-write holds an

@@ -102,7 +102,7 @@ func messageIDs(ms []Message) string {
 func TestSeenReconcilesAndCompacts(t *testing.T) {
 	c := historyClient(t)
 	dir := c.cfg.StateDir
-	s, err := loadSeen(dir, 5)
+	s, err := loadSeen(dir, 5, time.Now, keepAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestSeenReconcilesAndCompacts(t *testing.T) {
 	if err := c.appendHistory(Message{ID: "c", From: "bob@localhost"}); err != nil {
 		t.Fatal(err)
 	}
-	s, err = loadSeen(dir, 5)
+	s, err = loadSeen(dir, 5, time.Now, keepAll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestSeenReconcilesAndCompacts(t *testing.T) {
 	if len(s.order) > 10 {
 		t.Errorf("seen holds %d ids, want at most twice the bound 5", len(s.order))
 	}
-	s, _ = loadSeen(dir, 5)
+	s, _ = loadSeen(dir, 5, time.Now, keepAll)
 	if !s.has("9") || s.has("a") {
 		t.Errorf("after compaction: has(9)=%v has(a)=%v; want true, false", s.has("9"), s.has("a"))
 	}

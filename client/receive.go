@@ -71,7 +71,7 @@ func (c *Client) Receive(ctx context.Context, opts ReceiveOptions, handle func(M
 	} else if !ok {
 		return ErrReceiving
 	}
-	seen, err := loadSeen(c.cfg.StateDir, maxSeen)
+	seen, err := loadSeen(c.cfg.StateDir, maxSeen, c.cfg.Now, c.seenHorizon)
 	if err != nil {
 		return err
 	}
@@ -259,6 +259,10 @@ func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse
 		switch {
 		case r.seen.has(id):
 			warnings = append(warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId()})
+		case !hasOTK && r.seen.forgottenBefore(m.Time):
+			// Sealed to a signed prekey, which may still open a replay,
+			// and as old as ids the seen bound dropped.
+			warnings = append(warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId(), Err: errReplaySuspect})
 		case perr != nil:
 			reject(perr)
 		case m.Sender.User != c.user.String() && to != c.user.String():

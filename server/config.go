@@ -28,6 +28,11 @@ type Config struct {
 	Limits Limits
 	// GRPC are the gRPC server limits of the client listener.
 	GRPC GRPCLimits
+	// IdempotencyRetention is how long the idempotency record of a send is
+	// kept: a retry within it is answered with the first send's ids, a
+	// later one is a new send. Node.Run prunes older records every hour.
+	// The default, 30 days, outlasts any client's retries by far.
+	IdempotencyRetention time.Duration
 }
 
 // Limits are token-bucket rate limits: Burst requests at once, then
@@ -78,7 +83,8 @@ func DefaultConfig() Config {
 			LoginFailure: Rate{Burst: 3, PerSecond: 1.0 / 60},
 			Claim:        Rate{Burst: 6, PerSecond: 1.0 / 600},
 		},
-		GRPC: DefaultGRPCLimits(),
+		GRPC:                 DefaultGRPCLimits(),
+		IdempotencyRetention: 30 * 24 * time.Hour,
 	}
 }
 

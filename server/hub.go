@@ -8,7 +8,8 @@ import (
 
 // hub wakes the open inbox streams of a device after a commit wrote to its
 // inbox, and ends them when the device is revoked. It lives in memory; it
-// never polls the database.
+// never polls the database. Commits of other replicas reach it through
+// storage.Events (see Node.runEvents).
 type hub struct {
 	mu   sync.Mutex
 	subs map[devKey]map[*subscription]struct{}
@@ -70,6 +71,31 @@ func (h *hub) notify(user string, device valise.DeviceID) {
 		}
 	}
 	h.mu.Unlock()
+}
+
+// notifyAll wakes every stream, after events may have been lost.
+func (h *hub) notifyAll() {
+	h.mu.Lock()
+	for _, m := range h.subs {
+		for s := range m {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	h.mu.Unlock()
+}
+
+// devices returns the devices that have streams open.
+func (h *hub) devices() []devKey {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ks := make([]devKey, 0, len(h.subs))
+	for k := range h.subs {
+		ks = append(ks, k)
+	}
+	return ks
 }
 
 // revoke ends every stream of the device; user-wide when device is "".

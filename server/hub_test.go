@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 	"testing"
 
@@ -168,5 +169,32 @@ func TestHubConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := h.streams(); got != 0 {
 		t.Errorf("streams() after every goroutine unsubscribed = %d, want 0", got)
+	}
+}
+
+func TestHubNotifyAll(t *testing.T) {
+	h := newHub()
+	a, u1 := h.subscribe("alice", devA)
+	b, u2 := h.subscribe("bob", devB)
+	t.Cleanup(func() { u1(); u2() })
+	h.notifyAll()
+	h.notifyAll()
+	if !ready(a.wake) || !ready(b.wake) {
+		t.Error("notifyAll did not wake every stream")
+	}
+	if ready(a.wake) || ready(b.wake) {
+		t.Error("two notifyAll woke a stream twice, want once")
+	}
+}
+
+func TestHubDevices(t *testing.T) {
+	h := newHub()
+	_, u1 := h.subscribe("alice", devA)
+	_, u2 := h.subscribe("alice", devA)
+	_, u3 := h.subscribe("bob", devA)
+	t.Cleanup(func() { u1(); u2(); u3() })
+	got := h.devices()
+	if len(got) != 2 || !slices.Contains(got, devKey{"alice", devA}) || !slices.Contains(got, devKey{"bob", devA}) {
+		t.Errorf("devices() = %v, want alice's and bob's %s", got, devA)
 	}
 }

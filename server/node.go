@@ -91,6 +91,9 @@ func withDefaults(c Config) Config {
 	if c.GRPC == (GRPCLimits{}) {
 		c.GRPC = d.GRPC
 	}
+	if c.IdempotencyRetention <= 0 {
+		c.IdempotencyRetention = d.IdempotencyRetention
+	}
 	return c
 }
 
@@ -109,8 +112,23 @@ func (n *Node) committed(sends []storage.SendResult) {
 	}
 }
 
-// Run runs the group-commit writer until ctx ends.
-func (n *Node) Run(ctx context.Context) error { return n.writer.Run(ctx) }
+// Run runs the group-commit writer and, beside it, the hourly pruning of
+// expired idempotency records (see prune.go) and, when the store is shared
+// by replicas, the listener of their commits (see events.go) until ctx
+// ends. It returns once all have stopped.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pruned := make(chan struct{})
+	go func() { defer close(pruned); n.runPruner(ctx, pruneInterval) }()
+	listened := make(chan struct{})
+	go func() { defer close(listened); n.runEvents(ctx) }()
+	err := n.writer.Run(ctx)
+	cancel()
+	<-pruned
+	<-listened
+	return err
+}
 
 // StopStreams ends every open and future inbox stream with Unavailable, so
 // a graceful stop need not wait for them; clients resume from their cursor

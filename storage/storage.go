@@ -223,6 +223,11 @@ type Inboxes interface {
 	ReadInbox(ctx context.Context, user string, device valise.DeviceID, after uint64, limit int) ([]valise.Envelope, error)
 	// InboxDepth returns how many envelopes wait in all inboxes.
 	InboxDepth(ctx context.Context) (int64, error)
+	// PruneIdempotency deletes idempotency records created before before and
+	// returns how many it deleted; a send repeating a pruned key is then a
+	// new send. A record is created at its send's ServerTime (the store's
+	// clock if that is zero). Pruning never touches inboxes.
+	PruneIdempotency(ctx context.Context, before time.Time) (int64, error)
 }
 
 // AuditRecord is one admin action, as the caller describes it.

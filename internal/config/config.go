@@ -126,6 +126,9 @@ type Limits struct {
 	Login                   Rate `yaml:"login"`
 	LoginFailure            Rate `yaml:"login_failure"`
 	Claim                   Rate `yaml:"claim"`
+	// IdempotencyRetention is how long a send's idempotency record is
+	// kept; a retry after it is a new send.
+	IdempotencyRetention Duration `yaml:"idempotency_retention"`
 }
 
 // GRPC holds the explicit gRPC server limits.

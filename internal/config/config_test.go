@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -72,13 +73,14 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	c.Storage.Driver = "mysql"
 	c.Limits.MaxRecipients = 0
 	c.GRPC.UnaryTimeout = 0
+	c.Limits.IdempotencyRetention = Duration(-time.Hour)
 	c.Log.Level = "loud"
 	err := c.Validate(t.TempDir(), false)
 	p, ok := err.(Problems)
 	if !ok {
 		t.Fatalf("Validate = %v, want Problems", err)
 	}
-	for _, path := range []string{"node.name", "listen.client", "storage.driver", "limits.max_recipients", "grpc.unary_timeout", "log.level"} {
+	for _, path := range []string{"node.name", "listen.client", "storage.driver", "limits.max_recipients", "grpc.unary_timeout", "limits.idempotency_retention", "log.level"} {
 		found := false
 		for _, line := range p {
 			if strings.HasPrefix(line, path+":") {

@@ -34,6 +34,7 @@ func Default() Config {
 			Login:                   Rate(s.Limits.Login),
 			LoginFailure:            Rate(s.Limits.LoginFailure),
 			Claim:                   Rate(s.Limits.Claim),
+			IdempotencyRetention:    Duration(s.IdempotencyRetention),
 		},
 		GRPC: GRPC{
 			MaxRecvMsgBytes:       g.MaxRecvMsgBytes,
@@ -69,6 +70,7 @@ func (c Config) Server() server.Config {
 			LoginFailure: server.Rate(c.Limits.LoginFailure),
 			Claim:        server.Rate(c.Limits.Claim),
 		},
+		IdempotencyRetention: c.Limits.IdempotencyRetention.D(),
 		GRPC: server.GRPCLimits{
 			MaxRecvMsgBytes:      g.MaxRecvMsgBytes,
 			MaxConcurrentStreams: g.MaxConcurrentStreams,

@@ -100,6 +100,10 @@ limits:
   claim:
     burst: 6
     per_second: 0.0016666666666666668
+  # How long a send's idempotency record is kept: a retry with the same key
+  # within it gets the first answer and stores nothing; after it, the retry
+  # is a new send. Older records are pruned every hour.
+  idempotency_retention: 720h0m0s
 
 grpc:
   # Largest request message, in bytes (a whole SendEnvelopes call).

@@ -111,6 +111,7 @@ func (c Config) Validate(dir string, files bool) error {
 		"grpc.keepalive_timeout": c.GRPC.KeepaliveTimeout, "grpc.keepalive_min_time": c.GRPC.KeepaliveMinTime,
 		"grpc.max_connection_age": c.GRPC.MaxConnectionAge, "grpc.max_connection_age_grace": c.GRPC.MaxConnectionAgeGrace,
 		"grpc.unary_timeout": c.GRPC.UnaryTimeout, "shutdown_timeout": c.ShutdownTimeout,
+		"limits.idempotency_retention": c.Limits.IdempotencyRetention,
 	} {
 		if d <= 0 {
 			add(name, "must be a positive duration")

@@ -121,7 +121,7 @@ func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time
 	for _, k := range keys {
 		// The insert waits for a concurrent transaction holding the same
 		// key; the select, a statement of its own, then sees its record.
-		args := append(k.args(), envelopeIDs(&b.Sends[first[k]]), now)
+		args := append(k.args(), envelopeIDs(&b.Sends[first[k]]), recordTime(&b.Sends[first[k]], now))
 		q.Queue(insertIdempotency, args...).Exec(func(tag pgconn.CommandTag) error {
 			st.inserted[k] = tag.RowsAffected() == 1
 			return nil
@@ -259,14 +259,18 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 		}
 	}
 	if len(next) > 0 {
-		var us, ds []string
+		var us, ds, events []string
 		var ns []int64
 		for dk, n := range next {
 			us, ds, ns = append(us, dk.user), append(ds, string(dk.device)), append(ns, n)
+			events = append(events, inboxPayload(dk.user, dk.device))
 		}
 		w.q.Queue(advanceCursors, us, ds, ns)
 		w.q.Queue(insertInbox, rows.users, rows.devices, rows.seqs, rows.ids,
 			rows.senders, rows.nodes, rows.senderDevices, rows.times, rows.ciphertexts)
+		// Delivered to the listeners of every replica once, and only if,
+		// the batch commits.
+		w.q.Queue(notifyEach, events)
 	}
 	return w, nil
 }

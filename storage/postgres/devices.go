@@ -90,8 +90,9 @@ func (s *Store) ListDevices(ctx context.Context, user string, after valise.Devic
 }
 
 // DeleteDevice deletes a device with its token, keys and inbox, and
-// appends audit if not nil, in one transaction. ErrNotFound if the device
-// does not exist.
+// appends audit if not nil, in one transaction that also notifies an
+// EventRevoke (see ListenEvents). ErrNotFound if the device does not
+// exist.
 func (s *Store) DeleteDevice(ctx context.Context, user string, id valise.DeviceID, audit *storage.AuditRecord) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM devices WHERE user_localpart = $1 AND device_id = $2`,
@@ -101,6 +102,9 @@ func (s *Store) DeleteDevice(ctx context.Context, user string, id valise.DeviceI
 		}
 		if tag.RowsAffected() == 0 {
 			return storage.ErrNotFound
+		}
+		if _, err := tx.Exec(ctx, notifyOne, revokePayload(user, id)); err != nil {
+			return fmt.Errorf("notify: %w", err)
 		}
 		return s.appendAuditIf(ctx, tx, audit)
 	})

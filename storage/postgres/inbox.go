@@ -15,7 +15,9 @@ import (
 // transaction, however many ops b holds: the first claims the
 // idempotency keys, locks the recipient devices (in one global order, so
 // concurrent batches do not deadlock) and applies the acks; the second
-// writes the inbox rows and cursors that the sends decided in memory.
+// writes the inbox rows and cursors that the sends decided in memory, and
+// notifies an EventInbox for every device that got envelopes (see
+// ListenEvents).
 //
 // Acks are applied before sends, so an ack never deletes an envelope of
 // the same batch. A send with an empty IdempotencyKey is never a replay.

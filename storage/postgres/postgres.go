@@ -4,8 +4,9 @@
 // It speaks pgx v5 natively (a pgxpool.Pool, pipelined batches, multi-row
 // statements over unnest), applies its embedded, numbered migrations on
 // Open, and commits with synchronous_commit=on: a write that returned is
-// on disk. Only cmd/* and tests pick a backend; the rest of the code sees
-// storage.Store.
+// on disk. It implements storage.Events over LISTEN/NOTIFY, so that
+// replicas wake each other's inbox streams. Only cmd/* and tests pick a
+// backend; the rest of the code sees storage.Store.
 package postgres
 
 import (
@@ -32,8 +33,8 @@ type Options struct {
 	// sets itself (a user's UpdatedAt, a time left zero by the caller).
 	// Nil means time.Now.
 	Now func() time.Time
-	// Logger receives the store's few log lines (migrations applied). Nil
-	// discards them.
+	// Logger receives the store's few log lines (migrations applied, the
+	// event listener reconnecting). Nil discards them.
 	Logger *slog.Logger
 }
 
@@ -42,9 +43,13 @@ type Options struct {
 type Store struct {
 	pool *pgxpool.Pool
 	now  func() time.Time
+	log  *slog.Logger
 }
 
-var _ storage.Store = (*Store)(nil)
+var (
+	_ storage.Store  = (*Store)(nil)
+	_ storage.Events = (*Store)(nil)
+)
 
 // maxTxAttempts bounds how often a transaction the server aborted for a
 // deadlock or a serialization failure is run again.
@@ -86,12 +91,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{pool: pool, now: now}, nil
+	return &Store{pool: pool, now: now, log: log}, nil
 }
 
-// Pool returns the store's connection pool, for features the Store
-// interface does not cover (such as LISTEN/NOTIFY). The pool belongs to
-// the Store: callers must not close it.
+// Pool returns the store's connection pool, for what the Store interface
+// does not cover (such as tests inspecting the database). The pool
+// belongs to the Store: callers must not close it.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks that the database answers.

@@ -80,7 +80,8 @@ func scanUser(row pgx.CollectableRow) (storage.User, error) {
 
 // SetUserActive activates or deactivates a user, setting UpdatedAt when
 // the state changes. Deactivation deletes every device of the user with
-// its token, keys and inbox, in the same transaction as audit. ErrNotFound
+// its token, keys and inbox, in the same transaction as audit, and
+// notifies a user-wide EventRevoke (see ListenEvents). ErrNotFound
 // if the user does not exist; setting the state the user already has
 // succeeds and still records audit.
 func (s *Store) SetUserActive(ctx context.Context, localpart string, active bool, audit *storage.AuditRecord) error {
@@ -108,6 +109,9 @@ func (s *Store) SetUserActive(ctx context.Context, localpart string, active bool
 		if !active {
 			if _, err := tx.Exec(ctx, `DELETE FROM devices WHERE user_localpart = $1`, localpart); err != nil {
 				return err
+			}
+			if _, err := tx.Exec(ctx, notifyOne, revokePayload(localpart, "")); err != nil {
+				return fmt.Errorf("notify: %w", err)
 			}
 		}
 		return s.appendAuditIf(ctx, tx, audit)

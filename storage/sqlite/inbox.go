@@ -109,7 +109,7 @@ func (st *batchState) send(op *storage.SendOp) (storage.SendResult, error) {
 		IDs:        make([]valise.EnvelopeID, 0, len(op.Envelopes)),
 		Deliveries: make([]storage.Delivery, 0, len(op.Envelopes)),
 	}
-	serverTime := toDB(op.ServerTime)
+	serverTime := toDB(orNow(op.ServerTime))
 	for _, e := range op.Envelopes {
 		dk := deviceKey{e.Recipient, e.RecipientDevice}
 		cursor := st.next[dk]

@@ -201,6 +201,74 @@ func testInbox(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("PruneIdempotency", func(t *testing.T) {
+		s := open(t)
+		mustUser(t, s, "alice", true)
+		a, _ := mustDevice(t, s, "alice")
+		const sd = valise.DeviceID("DVSENDERSENDERSEND")
+		cutoff := baseTime()
+		at := func(key string, t time.Time) storage.SendOp {
+			op := newSend(sd, key, a)
+			op.ServerTime = t
+			return op
+		}
+		sends := []storage.SendOp{
+			at("old1", cutoff.Add(-48*time.Hour)),
+			at("old2", cutoff.Add(-time.Microsecond)),
+			at("at-cutoff", cutoff),
+			at("new", cutoff.Add(time.Hour)),
+			at("", cutoff.Add(-48*time.Hour)), // no key, no record
+			at("failed", cutoff.Add(-48*time.Hour)),
+		}
+		sends[5].Envelopes[0].RecipientDevice = valise.NewDeviceID() // refused: no record
+		first := commit(t, s, &storage.Batch{Sends: sends})
+		if err := first.Sends[5].Err; valise.KindOf(err) != valise.KindNotFound {
+			t.Fatalf("send to a missing device: got err %v, want NotFound", err)
+		}
+
+		n, err := s.PruneIdempotency(t.Context(), cutoff)
+		if err != nil {
+			t.Fatalf("PruneIdempotency: %v", err)
+		}
+		if n != 2 {
+			t.Errorf("PruneIdempotency: got %d deleted, want 2 (old1, old2)", n)
+		}
+		if got := depth(t, s); got != 5 {
+			t.Errorf("InboxDepth after pruning: got %d, want 5 (pruning never touches inboxes)", got)
+		}
+		n, err = s.PruneIdempotency(t.Context(), cutoff)
+		if err != nil || n != 0 {
+			t.Errorf("PruneIdempotency again: got %d, %v; want 0, nil", n, err)
+		}
+
+		// A replay of a pruned key is a new send; a kept key still replays.
+		retries := []storage.SendOp{at("old1", cutoff), at("old2", cutoff), at("at-cutoff", cutoff), at("new", cutoff)}
+		res := commit(t, s, &storage.Batch{Sends: retries})
+		for i, pruned := range []bool{true, true, false, false} {
+			r := res.Sends[i]
+			switch {
+			case r.Err != nil:
+				t.Errorf("retry of %q: got err %v", retries[i].IdempotencyKey, r.Err)
+			case pruned && (r.Replayed || len(r.Deliveries) != 1 || !cmp.Equal(r.IDs, []valise.EnvelopeID{retries[i].Envelopes[0].ID})):
+				t.Errorf("retry of pruned %q: got %+v, want a new send with the retry's id", retries[i].IdempotencyKey, r)
+			case !pruned && (!r.Replayed || len(r.Deliveries) != 0 || !cmp.Equal(r.IDs, first.Sends[i].IDs)):
+				t.Errorf("retry of kept %q: got %+v, want a replay of %v", retries[i].IdempotencyKey, r, first.Sends[i].IDs)
+			}
+		}
+		if got := depth(t, s); got != 7 {
+			t.Errorf("InboxDepth after retries: got %d, want 7", got)
+		}
+		// The new send recorded its key anew: it replays, and is pruned by
+		// its own creation time.
+		if r := commit(t, s, &storage.Batch{Sends: []storage.SendOp{at("old1", cutoff)}}).Sends[0]; !r.Replayed || !cmp.Equal(r.IDs, res.Sends[0].IDs) {
+			t.Errorf("second retry of pruned \"old1\": got %+v, want a replay of %v", r, res.Sends[0].IDs)
+		}
+		n, err = s.PruneIdempotency(t.Context(), cutoff.Add(2*time.Hour))
+		if err != nil || n != 4 {
+			t.Errorf("PruneIdempotency(everything): got %d, %v; want 4, nil", n, err)
+		}
+	})
+
 	t.Run("SendAllOrNothing", func(t *testing.T) {
 		s := open(t)
 		mustUser(t, s, "alice", true)
