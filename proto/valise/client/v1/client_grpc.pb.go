@@ -108,7 +108,8 @@ type ClientServiceClient interface {
 	// SendEnvelopes stores sealed envelopes in their recipients' inboxes, all
 	// or nothing, and returns their ids in request order once they are on
 	// disk. A repeated idempotency key from the same device returns the first
-	// answer and stores nothing new.
+	// answer and stores nothing new, for as long as the node keeps the key
+	// (limits.idempotency_retention, default 30 days).
 	//
 	// Errors: INVALID_ARGUMENT for a missing or over-long idempotency key, no
 	// envelopes, more than the recipient limit (default 1,000), a ciphertext
@@ -337,7 +338,8 @@ type ClientServiceServer interface {
 	// SendEnvelopes stores sealed envelopes in their recipients' inboxes, all
 	// or nothing, and returns their ids in request order once they are on
 	// disk. A repeated idempotency key from the same device returns the first
-	// answer and stores nothing new.
+	// answer and stores nothing new, for as long as the node keeps the key
+	// (limits.idempotency_retention, default 30 days).
 	//
 	// Errors: INVALID_ARGUMENT for a missing or over-long idempotency key, no
 	// envelopes, more than the recipient limit (default 1,000), a ciphertext
