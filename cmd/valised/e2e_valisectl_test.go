@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/valise-im/valise/internal/config"
 )
 
 var ctlBuilt struct {
@@ -128,5 +130,27 @@ func TestValisectlAgainstRealNode(t *testing.T) {
 		if strings.Contains(n.logs.String(), secret) {
 			t.Fatal("a password reached the node's logs")
 		}
+	}
+}
+
+// TestValisectlRemoteAdmin drives the real valisectl over the remote admin
+// listener with the admin certificate valised init issued.
+func TestValisectlRemoteAdmin(t *testing.T) {
+	dir := newNodeDir(t, "sqlite")
+	n := startNodeIn(t, dir, testConfig(t, dir, func(c *config.Config) { c.Listen.AdminRemote = "127.0.0.1:0" }))
+	remote := []string{"--addr", n.ready.AdminRemote, "--server-name", "localhost",
+		"--cert", filepath.Join(dir, "admin.crt"), "--key", filepath.Join(dir, "admin.key"), "--ca", filepath.Join(dir, "ca.crt")}
+	if _, errs, code := n.ctl(t, "carol-password\n", append(remote, "user", "create", "carol", "--password-stdin")...); code != 0 {
+		t.Fatalf("remote user create: exit %d: %s", code, errs)
+	}
+	out, errs, code := n.ctl(t, "", append(remote, "audit", "list")...)
+	if code != 0 || !strings.Contains(out, "cert:admin@localhost") || !strings.Contains(out, "user.create") {
+		t.Fatalf("remote audit list: exit %d: %s\n%s", code, errs, out)
+	}
+	// The node's own certificate is not an admin certificate.
+	bad := []string{"--addr", n.ready.AdminRemote, "--server-name", "localhost",
+		"--cert", filepath.Join(dir, "node.crt"), "--key", filepath.Join(dir, "node.key"), "--ca", filepath.Join(dir, "ca.crt")}
+	if _, _, code := n.ctl(t, "", append(bad, "user", "list")...); code != 1 {
+		t.Fatalf("valisectl with a non-admin certificate: exit %d, want 1", code)
 	}
 }
