@@ -14,6 +14,9 @@
 //
 // Exit status is 0 on success, 1 when a command fails and 2 on a usage
 // error.
+//
+// Package main is only the command line over the client SDK (package
+// client).
 package main
 
 import (

@@ -9,6 +9,9 @@
 // Run "valisectl help" for the commands and flags.
 //
 // Exit status is 0 on success, 1 when a call fails and 2 on a usage error.
+//
+// Package main is only the command line: every action is one AdminService
+// call.
 package main
 
 import (

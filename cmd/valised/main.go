@@ -14,6 +14,9 @@
 // verify against the CA and be valid; a certificate ending within 14 days
 // is a warning) and reports every problem with its config path. serve
 // refuses to start on anything check reports as a problem.
+//
+// Package main wires the daemon's parts (config, storage backend, server,
+// listeners) and holds the end-to-end tests that run real nodes.
 package main
 
 import (
