@@ -28,7 +28,7 @@ func Render(p FileParams) ([]byte, error) {
 
 var fileTemplate = template.Must(template.New("valised.yaml").Parse(`# valised configuration. Relative paths are relative to the data directory
 # (the directory holding this file). Durations are strings such as "30s".
-# Precedence: defaults < this file < environment (VALISE_*) < flags.
+# Precedence: defaults < this file < environment (VALISE_*).
 
 node:
   # The node's federation name (a DNS name). Users are localpart@name. The

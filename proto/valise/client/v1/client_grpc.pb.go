@@ -53,8 +53,9 @@ type ClientServiceClient interface {
 	// returning its id and access token. The token is shown once; the node
 	// keeps only its hash.
 	//
-	// Errors: INVALID_ARGUMENT for a malformed user, an empty password or a
-	// display name over 128 bytes; UNAUTHENTICATED for a wrong password or an
+	// Errors: INVALID_ARGUMENT for a malformed user, an empty password or one
+	// over 1,024 bytes, or a display name over 128 bytes or with control
+	// characters; UNAUTHENTICATED for a wrong password or an
 	// unknown user (the same answer, in about the same time);
 	// PERMISSION_DENIED for a deactivated user; RESOURCE_EXHAUSTED after too
 	// many attempts from one address or for one account.
@@ -80,8 +81,9 @@ type ClientServiceClient interface {
 	// (replaces the current one) and one-time prekeys (added to the stock).
 	//
 	// Errors: INVALID_ARGUMENT for an empty or over-long key or signature,
-	// more one-time keys than allowed in one call, or a missing identity key
-	// on the first publish; ALREADY_EXISTS when the identity key differs from
+	// more one-time keys than allowed in one call, a one-time key id repeated
+	// within the call, or a missing identity key or signed prekey on the first
+	// publish; ALREADY_EXISTS when the identity key differs from
 	// the published one or a one-time key id was used before;
 	// FAILED_PRECONDITION when the stock would pass the per-device maximum.
 	PublishDeviceKeys(ctx context.Context, in *PublishDeviceKeysRequest, opts ...grpc.CallOption) (*PublishDeviceKeysResponse, error)
@@ -125,8 +127,10 @@ type ClientServiceClient interface {
 	// acknowledged with AckInbox, so reconnecting from the last acknowledged
 	// cursor loses nothing.
 	//
-	// Errors: only the common ones; the stream ends with UNAUTHENTICATED when
-	// the device is revoked while streaming.
+	// Errors: RESOURCE_EXHAUSTED (with RetryInfo) when the device already has
+	// the maximum of open streams (default 4); the stream ends with
+	// UNAUTHENTICATED when the device is revoked while streaming, and with
+	// UNAVAILABLE when the node shuts down.
 	StreamInbox(ctx context.Context, in *StreamInboxRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamInboxResponse], error)
 	// AckInbox deletes the calling device's envelopes up to and including
 	// cursor. Acknowledging again or past the end is harmless.
@@ -283,8 +287,9 @@ type ClientServiceServer interface {
 	// returning its id and access token. The token is shown once; the node
 	// keeps only its hash.
 	//
-	// Errors: INVALID_ARGUMENT for a malformed user, an empty password or a
-	// display name over 128 bytes; UNAUTHENTICATED for a wrong password or an
+	// Errors: INVALID_ARGUMENT for a malformed user, an empty password or one
+	// over 1,024 bytes, or a display name over 128 bytes or with control
+	// characters; UNAUTHENTICATED for a wrong password or an
 	// unknown user (the same answer, in about the same time);
 	// PERMISSION_DENIED for a deactivated user; RESOURCE_EXHAUSTED after too
 	// many attempts from one address or for one account.
@@ -310,8 +315,9 @@ type ClientServiceServer interface {
 	// (replaces the current one) and one-time prekeys (added to the stock).
 	//
 	// Errors: INVALID_ARGUMENT for an empty or over-long key or signature,
-	// more one-time keys than allowed in one call, or a missing identity key
-	// on the first publish; ALREADY_EXISTS when the identity key differs from
+	// more one-time keys than allowed in one call, a one-time key id repeated
+	// within the call, or a missing identity key or signed prekey on the first
+	// publish; ALREADY_EXISTS when the identity key differs from
 	// the published one or a one-time key id was used before;
 	// FAILED_PRECONDITION when the stock would pass the per-device maximum.
 	PublishDeviceKeys(context.Context, *PublishDeviceKeysRequest) (*PublishDeviceKeysResponse, error)
@@ -355,8 +361,10 @@ type ClientServiceServer interface {
 	// acknowledged with AckInbox, so reconnecting from the last acknowledged
 	// cursor loses nothing.
 	//
-	// Errors: only the common ones; the stream ends with UNAUTHENTICATED when
-	// the device is revoked while streaming.
+	// Errors: RESOURCE_EXHAUSTED (with RetryInfo) when the device already has
+	// the maximum of open streams (default 4); the stream ends with
+	// UNAUTHENTICATED when the device is revoked while streaming, and with
+	// UNAVAILABLE when the node shuts down.
 	StreamInbox(*StreamInboxRequest, grpc.ServerStreamingServer[StreamInboxResponse]) error
 	// AckInbox deletes the calling device's envelopes up to and including
 	// cursor. Acknowledging again or past the end is harmless.
