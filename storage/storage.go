@@ -1,6 +1,7 @@
 // Package storage defines the Store that the rest of a Valise node needs:
-// small per-aggregate interfaces (Users, Devices, Keys, Inboxes, Audit)
-// composed into Store, the records they hold, and the sentinel errors every
+// small per-aggregate interfaces (Users, Devices, Keys, Inboxes, Audit,
+// Peers) composed into Store, the optional Events of shared stores, the
+// records they hold, and the sentinel errors every
 // backend returns.
 //
 // Backends live in storage/sqlite and storage/postgres; their shared
@@ -39,6 +40,7 @@ type Store interface {
 	Keys
 	Inboxes
 	Audit
+	Peers
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources. Calls after Close fail.

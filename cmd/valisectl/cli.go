@@ -46,6 +46,11 @@ func commands() []command {
 		{"device list", 1, false, deviceList},
 		{"device revoke", 2, false, deviceRevoke},
 		{"audit list", 0, false, auditList},
+		{"peer add", 1, false, peerAdd},
+		{"peer list", 0, false, peerList},
+		{"peer block", 1, false, peerBlock},
+		{"peer unblock", 1, false, peerUnblock},
+		{"peer remove", 1, false, peerRemove},
 	}
 }
 

@@ -30,8 +30,9 @@ type fakeAdmin struct {
 	passwords map[string]string
 	devices   map[string][]*adminv1.Device
 	audit     []*adminv1.AuditEvent
-	tampered  bool           // ListAuditEvents reports chain_verified false
-	calls     map[string]int // by RPC name
+	peers     map[string]*adminv1.Peer // by name
+	tampered  bool                     // ListAuditEvents reports chain_verified false
+	calls     map[string]int           // by RPC name
 }
 
 func newFakeAdmin() *fakeAdmin {
@@ -40,6 +41,7 @@ func newFakeAdmin() *fakeAdmin {
 		users:     map[string]*adminv1.User{},
 		passwords: map[string]string{},
 		devices:   map[string][]*adminv1.Device{},
+		peers:     map[string]*adminv1.Peer{},
 		calls:     map[string]int{},
 	}
 }

@@ -26,11 +26,25 @@ Commands:
         Revoke one device of a user: its token, keys and inbox.
   audit list [--page-size N] [--page-token T] [--all]
         List the audit log, oldest first; warn if its hash chain fails.
+  peer add PEER --address HOST:PORT --ca-bundle FILE
+        List another node as a federation peer, reached at HOST:PORT and
+        certified by the CA certificates (PEM) in FILE.
+  peer list [--page-size N] [--page-token T] [--all]
+        List the federation peers, ordered by name, with the SHA-256 of
+        each trusted CA certificate.
+  peer block PEER
+        Block a peer: it can neither deliver to this node nor receive.
+  peer unblock PEER
+        Lift a peer's block.
+  peer remove PEER
+        Remove a peer from the list.
   help
         Print this help.
 
-NAME is a localpart or localpart@node; the node validates it. Passwords
-are never accepted as arguments: pipe them in with --password-stdin.
+NAME is a localpart or localpart@node; PEER is a node name such as
+b.example; the node validates both. Federation is closed: only listed,
+unblocked peers exchange messages with this node. Passwords are never
+accepted as arguments: pipe them in with --password-stdin.
 
 Global flags (before or after the command):
   --data DIR            node data directory; the socket is DIR/admin.sock
@@ -50,7 +64,12 @@ Command flags:
   --page-size N         items per page; 0 means the node's default (100)
   --page-token T        start at this page token (from a previous page)
   --all                 follow next_page_token to the last page
-                        (--page-* and --all: user list, device list, audit list)
+                        (--page-* and --all: user list, device list, audit
+                        list, peer list)
+  --address HOST:PORT   the peer's federation endpoint (peer add; required)
+  --ca-bundle FILE      PEM CA certificates trusted for the peer's name
+                        (peer add; required; --ca is the global flag for
+                        the admin connection)
 
 Exit status: 0 on success, 1 when a call fails, 2 on a usage error.
 `

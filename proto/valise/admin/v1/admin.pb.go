@@ -1169,6 +1169,568 @@ func (x *ListAuditEventsResponse) GetChainVerified() bool {
 	return false
 }
 
+// Peer describes one federation peer.
+type Peer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name, e.g. `b.example`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The peer's federation endpoint, HOST:PORT.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// True while the peer is blocked.
+	Blocked bool `protobuf:"varint,3,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	// The SHA-256, in lowercase hex, of each CA certificate (DER) trusted
+	// for the peer's name, in bundle order.
+	CaFingerprints []string `protobuf:"bytes,4,rep,name=ca_fingerprints,json=caFingerprints,proto3" json:"ca_fingerprints,omitempty"`
+	// When the peer was added.
+	CreatedTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_time,json=createdTime,proto3" json:"created_time,omitempty"`
+	// When the peer last changed (blocked or unblocked).
+	UpdatedTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_time,json=updatedTime,proto3" json:"updated_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Peer) Reset() {
+	*x = Peer{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Peer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Peer) ProtoMessage() {}
+
+func (x *Peer) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Peer.ProtoReflect.Descriptor instead.
+func (*Peer) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Peer) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Peer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Peer) GetBlocked() bool {
+	if x != nil {
+		return x.Blocked
+	}
+	return false
+}
+
+func (x *Peer) GetCaFingerprints() []string {
+	if x != nil {
+		return x.CaFingerprints
+	}
+	return nil
+}
+
+func (x *Peer) GetCreatedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedTime
+	}
+	return nil
+}
+
+func (x *Peer) GetUpdatedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedTime
+	}
+	return nil
+}
+
+// AddPeerRequest describes the new peer.
+type AddPeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name, a lowercase DNS name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The peer's federation endpoint, HOST:PORT.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// PEM CA certificates trusted to certify the peer's name; every block
+	// must be an X.509 CA certificate.
+	CaBundle      []byte `protobuf:"bytes,3,opt,name=ca_bundle,json=caBundle,proto3" json:"ca_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPeerRequest) Reset() {
+	*x = AddPeerRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPeerRequest) ProtoMessage() {}
+
+func (x *AddPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPeerRequest.ProtoReflect.Descriptor instead.
+func (*AddPeerRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AddPeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddPeerRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *AddPeerRequest) GetCaBundle() []byte {
+	if x != nil {
+		return x.CaBundle
+	}
+	return nil
+}
+
+// AddPeerResponse describes the added peer.
+type AddPeerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new peer.
+	Peer          *Peer `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddPeerResponse) Reset() {
+	*x = AddPeerResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddPeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddPeerResponse) ProtoMessage() {}
+
+func (x *AddPeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddPeerResponse.ProtoReflect.Descriptor instead.
+func (*AddPeerResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AddPeerResponse) GetPeer() *Peer {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+// ListPeersRequest asks for one page of peers.
+type ListPeersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Peers per page; 0 means the default (100), at most 1,000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, or empty for the first.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeersRequest) Reset() {
+	*x = ListPeersRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeersRequest) ProtoMessage() {}
+
+func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
+func (*ListPeersRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListPeersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPeersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListPeersResponse is one page of peers.
+type ListPeersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peers, ordered by name.
+	Peers []*Peer `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPeersResponse) Reset() {
+	*x = ListPeersResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPeersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPeersResponse) ProtoMessage() {}
+
+func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
+func (*ListPeersResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListPeersResponse) GetPeers() []*Peer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *ListPeersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// BlockPeerRequest names a peer.
+type BlockPeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockPeerRequest) Reset() {
+	*x = BlockPeerRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockPeerRequest) ProtoMessage() {}
+
+func (x *BlockPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockPeerRequest.ProtoReflect.Descriptor instead.
+func (*BlockPeerRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BlockPeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// BlockPeerResponse is empty.
+type BlockPeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlockPeerResponse) Reset() {
+	*x = BlockPeerResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlockPeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlockPeerResponse) ProtoMessage() {}
+
+func (x *BlockPeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlockPeerResponse.ProtoReflect.Descriptor instead.
+func (*BlockPeerResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+// UnblockPeerRequest names a peer.
+type UnblockPeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnblockPeerRequest) Reset() {
+	*x = UnblockPeerRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnblockPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnblockPeerRequest) ProtoMessage() {}
+
+func (x *UnblockPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnblockPeerRequest.ProtoReflect.Descriptor instead.
+func (*UnblockPeerRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UnblockPeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// UnblockPeerResponse is empty.
+type UnblockPeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnblockPeerResponse) Reset() {
+	*x = UnblockPeerResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnblockPeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnblockPeerResponse) ProtoMessage() {}
+
+func (x *UnblockPeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnblockPeerResponse.ProtoReflect.Descriptor instead.
+func (*UnblockPeerResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+// RemovePeerRequest names a peer.
+type RemovePeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RemovePeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RemovePeerResponse is empty.
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
 var File_valise_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_valise_admin_v1_admin_proto_rawDesc = "" +
@@ -1239,7 +1801,36 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\x17ListAuditEventsResponse\x123\n" +
 	"\x06events\x18\x01 \x03(\v2\x1b.valise.admin.v1.AuditEventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12%\n" +
-	"\x0echain_verified\x18\x03 \x01(\bR\rchainVerified2\xd6\x06\n" +
+	"\x0echain_verified\x18\x03 \x01(\bR\rchainVerified\"\xf5\x01\n" +
+	"\x04Peer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
+	"\ablocked\x18\x03 \x01(\bR\ablocked\x12'\n" +
+	"\x0fca_fingerprints\x18\x04 \x03(\tR\x0ecaFingerprints\x12=\n" +
+	"\fcreated_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedTime\x12=\n" +
+	"\fupdated_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vupdatedTime\"[\n" +
+	"\x0eAddPeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
+	"\tca_bundle\x18\x03 \x01(\fR\bcaBundle\"<\n" +
+	"\x0fAddPeerResponse\x12)\n" +
+	"\x04peer\x18\x01 \x01(\v2\x15.valise.admin.v1.PeerR\x04peer\"N\n" +
+	"\x10ListPeersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"h\n" +
+	"\x11ListPeersResponse\x12+\n" +
+	"\x05peers\x18\x01 \x03(\v2\x15.valise.admin.v1.PeerR\x05peers\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
+	"\x10BlockPeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11BlockPeerResponse\"(\n" +
+	"\x12UnblockPeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x13UnblockPeerResponse\"'\n" +
+	"\x11RemovePeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
+	"\x12RemovePeerResponse2\xfd\t\n" +
 	"\fAdminService\x12U\n" +
 	"\n" +
 	"CreateUser\x12\".valise.admin.v1.CreateUserRequest\x1a#.valise.admin.v1.CreateUserResponse\x12R\n" +
@@ -1250,7 +1841,13 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\rResetPassword\x12%.valise.admin.v1.ResetPasswordRequest\x1a&.valise.admin.v1.ResetPasswordResponse\x12d\n" +
 	"\x0fListUserDevices\x12'.valise.admin.v1.ListUserDevicesRequest\x1a(.valise.admin.v1.ListUserDevicesResponse\x12[\n" +
 	"\fRevokeDevice\x12$.valise.admin.v1.RevokeDeviceRequest\x1a%.valise.admin.v1.RevokeDeviceResponse\x12d\n" +
-	"\x0fListAuditEvents\x12'.valise.admin.v1.ListAuditEventsRequest\x1a(.valise.admin.v1.ListAuditEventsResponseB;Z9github.com/valise-im/valise/proto/valise/admin/v1;adminv1b\x06proto3"
+	"\x0fListAuditEvents\x12'.valise.admin.v1.ListAuditEventsRequest\x1a(.valise.admin.v1.ListAuditEventsResponse\x12L\n" +
+	"\aAddPeer\x12\x1f.valise.admin.v1.AddPeerRequest\x1a .valise.admin.v1.AddPeerResponse\x12R\n" +
+	"\tListPeers\x12!.valise.admin.v1.ListPeersRequest\x1a\".valise.admin.v1.ListPeersResponse\x12R\n" +
+	"\tBlockPeer\x12!.valise.admin.v1.BlockPeerRequest\x1a\".valise.admin.v1.BlockPeerResponse\x12X\n" +
+	"\vUnblockPeer\x12#.valise.admin.v1.UnblockPeerRequest\x1a$.valise.admin.v1.UnblockPeerResponse\x12U\n" +
+	"\n" +
+	"RemovePeer\x12\".valise.admin.v1.RemovePeerRequest\x1a#.valise.admin.v1.RemovePeerResponseB;Z9github.com/valise-im/valise/proto/valise/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_valise_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1264,7 +1861,7 @@ func file_valise_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_valise_admin_v1_admin_proto_rawDescData
 }
 
-var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*User)(nil),                    // 0: valise.admin.v1.User
 	(*CreateUserRequest)(nil),       // 1: valise.admin.v1.CreateUserRequest
@@ -1287,41 +1884,66 @@ var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*AuditEvent)(nil),              // 18: valise.admin.v1.AuditEvent
 	(*ListAuditEventsRequest)(nil),  // 19: valise.admin.v1.ListAuditEventsRequest
 	(*ListAuditEventsResponse)(nil), // 20: valise.admin.v1.ListAuditEventsResponse
-	(*timestamppb.Timestamp)(nil),   // 21: google.protobuf.Timestamp
+	(*Peer)(nil),                    // 21: valise.admin.v1.Peer
+	(*AddPeerRequest)(nil),          // 22: valise.admin.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),         // 23: valise.admin.v1.AddPeerResponse
+	(*ListPeersRequest)(nil),        // 24: valise.admin.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),       // 25: valise.admin.v1.ListPeersResponse
+	(*BlockPeerRequest)(nil),        // 26: valise.admin.v1.BlockPeerRequest
+	(*BlockPeerResponse)(nil),       // 27: valise.admin.v1.BlockPeerResponse
+	(*UnblockPeerRequest)(nil),      // 28: valise.admin.v1.UnblockPeerRequest
+	(*UnblockPeerResponse)(nil),     // 29: valise.admin.v1.UnblockPeerResponse
+	(*RemovePeerRequest)(nil),       // 30: valise.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),      // 31: valise.admin.v1.RemovePeerResponse
+	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
 }
 var file_valise_admin_v1_admin_proto_depIdxs = []int32{
-	21, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
-	21, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
+	32, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
+	32, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: valise.admin.v1.CreateUserResponse.user:type_name -> valise.admin.v1.User
 	0,  // 3: valise.admin.v1.ListUsersResponse.users:type_name -> valise.admin.v1.User
 	0,  // 4: valise.admin.v1.GetUserResponse.user:type_name -> valise.admin.v1.User
-	21, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
+	32, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
 	13, // 6: valise.admin.v1.ListUserDevicesResponse.devices:type_name -> valise.admin.v1.Device
-	21, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	32, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	18, // 8: valise.admin.v1.ListAuditEventsResponse.events:type_name -> valise.admin.v1.AuditEvent
-	1,  // 9: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
-	3,  // 10: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
-	5,  // 11: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
-	7,  // 12: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
-	9,  // 13: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
-	11, // 14: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
-	14, // 15: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
-	16, // 16: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
-	19, // 17: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
-	2,  // 18: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
-	4,  // 19: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
-	6,  // 20: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
-	8,  // 21: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
-	10, // 22: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
-	12, // 23: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
-	15, // 24: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
-	17, // 25: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
-	20, // 26: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	32, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
+	32, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
+	21, // 11: valise.admin.v1.AddPeerResponse.peer:type_name -> valise.admin.v1.Peer
+	21, // 12: valise.admin.v1.ListPeersResponse.peers:type_name -> valise.admin.v1.Peer
+	1,  // 13: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
+	3,  // 14: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
+	5,  // 15: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
+	7,  // 16: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
+	9,  // 17: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
+	11, // 18: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
+	14, // 19: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
+	16, // 20: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
+	19, // 21: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
+	22, // 22: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
+	24, // 23: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
+	26, // 24: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
+	28, // 25: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
+	30, // 26: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
+	2,  // 27: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
+	4,  // 28: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
+	6,  // 29: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
+	8,  // 30: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
+	10, // 31: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
+	12, // 32: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
+	15, // 33: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
+	17, // 34: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
+	20, // 35: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
+	23, // 36: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
+	25, // 37: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
+	27, // 38: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
+	29, // 39: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
+	31, // 40: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_valise_admin_v1_admin_proto_init() }
@@ -1335,7 +1957,7 @@ func file_valise_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_valise_admin_v1_admin_proto_rawDesc), len(file_valise_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

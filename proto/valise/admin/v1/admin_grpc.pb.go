@@ -28,13 +28,18 @@ const (
 	AdminService_ListUserDevices_FullMethodName = "/valise.admin.v1.AdminService/ListUserDevices"
 	AdminService_RevokeDevice_FullMethodName    = "/valise.admin.v1.AdminService/RevokeDevice"
 	AdminService_ListAuditEvents_FullMethodName = "/valise.admin.v1.AdminService/ListAuditEvents"
+	AdminService_AddPeer_FullMethodName         = "/valise.admin.v1.AdminService/AddPeer"
+	AdminService_ListPeers_FullMethodName       = "/valise.admin.v1.AdminService/ListPeers"
+	AdminService_BlockPeer_FullMethodName       = "/valise.admin.v1.AdminService/BlockPeer"
+	AdminService_UnblockPeer_FullMethodName     = "/valise.admin.v1.AdminService/UnblockPeer"
+	AdminService_RemovePeer_FullMethodName      = "/valise.admin.v1.AdminService/RemovePeer"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService manages a node's users and devices. It is served on the
+// AdminService manages a node's users, devices and federation peers. It is served on the
 // node's admin unix socket (mode 0600, only the node's own system user and
 // root may connect) and, when configured, on a remote admin listener that
 // requires an admin client certificate issued by the node's CA.
@@ -87,6 +92,33 @@ type AdminServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
+	// AddPeer lists another node as a federation peer, unblocked. Federation
+	// is closed: a node that is not listed, or is blocked, can neither deliver
+	// to this node nor receive from it.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name, this node's own name, an
+	// address that is not HOST:PORT, or a CA bundle that is larger than 64 KiB,
+	// holds no certificate, or has a PEM block that is not an X.509 CA
+	// certificate; ALREADY_EXISTS when
+	// the peer is listed already.
+	AddPeer(ctx context.Context, in *AddPeerRequest, opts ...grpc.CallOption) (*AddPeerResponse, error)
+	// ListPeers lists the federation peers ordered by name.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
+	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
+	// BlockPeer blocks a peer: it stays listed but can neither deliver to
+	// this node nor receive from it. Blocking a blocked peer succeeds.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
+	BlockPeer(ctx context.Context, in *BlockPeerRequest, opts ...grpc.CallOption) (*BlockPeerResponse, error)
+	// UnblockPeer lifts a block. Unblocking an unblocked peer succeeds.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
+	UnblockPeer(ctx context.Context, in *UnblockPeerRequest, opts ...grpc.CallOption) (*UnblockPeerResponse, error)
+	// RemovePeer removes a peer from the list.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
+	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
 }
 
 type adminServiceClient struct {
@@ -187,11 +219,61 @@ func (c *adminServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditE
 	return out, nil
 }
 
+func (c *adminServiceClient) AddPeer(ctx context.Context, in *AddPeerRequest, opts ...grpc.CallOption) (*AddPeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddPeerResponse)
+	err := c.cc.Invoke(ctx, AdminService_AddPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPeersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListPeers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) BlockPeer(ctx context.Context, in *BlockPeerRequest, opts ...grpc.CallOption) (*BlockPeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlockPeerResponse)
+	err := c.cc.Invoke(ctx, AdminService_BlockPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UnblockPeer(ctx context.Context, in *UnblockPeerRequest, opts ...grpc.CallOption) (*UnblockPeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnblockPeerResponse)
+	err := c.cc.Invoke(ctx, AdminService_UnblockPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemovePeerResponse)
+	err := c.cc.Invoke(ctx, AdminService_RemovePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService manages a node's users and devices. It is served on the
+// AdminService manages a node's users, devices and federation peers. It is served on the
 // node's admin unix socket (mode 0600, only the node's own system user and
 // root may connect) and, when configured, on a remote admin listener that
 // requires an admin client certificate issued by the node's CA.
@@ -244,6 +326,33 @@ type AdminServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
+	// AddPeer lists another node as a federation peer, unblocked. Federation
+	// is closed: a node that is not listed, or is blocked, can neither deliver
+	// to this node nor receive from it.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name, this node's own name, an
+	// address that is not HOST:PORT, or a CA bundle that is larger than 64 KiB,
+	// holds no certificate, or has a PEM block that is not an X.509 CA
+	// certificate; ALREADY_EXISTS when
+	// the peer is listed already.
+	AddPeer(context.Context, *AddPeerRequest) (*AddPeerResponse, error)
+	// ListPeers lists the federation peers ordered by name.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
+	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
+	// BlockPeer blocks a peer: it stays listed but can neither deliver to
+	// this node nor receive from it. Blocking a blocked peer succeeds.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
+	BlockPeer(context.Context, *BlockPeerRequest) (*BlockPeerResponse, error)
+	// UnblockPeer lifts a block. Unblocking an unblocked peer succeeds.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
+	UnblockPeer(context.Context, *UnblockPeerRequest) (*UnblockPeerResponse, error)
+	// RemovePeer removes a peer from the list.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
+	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -280,6 +389,21 @@ func (UnimplementedAdminServiceServer) RevokeDevice(context.Context, *RevokeDevi
 }
 func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
+}
+func (UnimplementedAdminServiceServer) AddPeer(context.Context, *AddPeerRequest) (*AddPeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddPeer not implemented")
+}
+func (UnimplementedAdminServiceServer) ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPeers not implemented")
+}
+func (UnimplementedAdminServiceServer) BlockPeer(context.Context, *BlockPeerRequest) (*BlockPeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BlockPeer not implemented")
+}
+func (UnimplementedAdminServiceServer) UnblockPeer(context.Context, *UnblockPeerRequest) (*UnblockPeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnblockPeer not implemented")
+}
+func (UnimplementedAdminServiceServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -464,6 +588,96 @@ func _AdminService_ListAuditEvents_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AddPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AddPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AddPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AddPeer(ctx, req.(*AddPeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListPeers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPeersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListPeers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListPeers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListPeers(ctx, req.(*ListPeersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_BlockPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BlockPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).BlockPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_BlockPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).BlockPeer(ctx, req.(*BlockPeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UnblockPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnblockPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UnblockPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UnblockPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UnblockPeer(ctx, req.(*UnblockPeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RemovePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemovePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RemovePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RemovePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RemovePeer(ctx, req.(*RemovePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -506,6 +720,26 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAuditEvents",
 			Handler:    _AdminService_ListAuditEvents_Handler,
+		},
+		{
+			MethodName: "AddPeer",
+			Handler:    _AdminService_AddPeer_Handler,
+		},
+		{
+			MethodName: "ListPeers",
+			Handler:    _AdminService_ListPeers_Handler,
+		},
+		{
+			MethodName: "BlockPeer",
+			Handler:    _AdminService_BlockPeer_Handler,
+		},
+		{
+			MethodName: "UnblockPeer",
+			Handler:    _AdminService_UnblockPeer_Handler,
+		},
+		{
+			MethodName: "RemovePeer",
+			Handler:    _AdminService_RemovePeer_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
+)
+
+// maxCABundleFile is the largest --ca-bundle file read; the node refuses
+// bundles over 64 KiB itself.
+const maxCABundleFile = 1 << 20
+
+func peerAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+	var address, caFile string
+	fs.StringVar(&address, "address", "", "the peer's federation endpoint, HOST:PORT")
+	fs.StringVar(&caFile, "ca-bundle", "", "PEM file of the CA certificates trusted for the peer's name")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if address == "" {
+			return usageErrorf("peer add: --address is required")
+		}
+		if caFile == "" {
+			return usageErrorf("peer add: --ca-bundle is required")
+		}
+		bundle, err := readSmallFile(caFile, maxCABundleFile)
+		if err != nil {
+			return err
+		}
+		resp, err := call(ctx, c, func(ctx context.Context) (*adminv1.AddPeerResponse, error) {
+			return c.admin.AddPeer(ctx, &adminv1.AddPeerRequest{Name: args[0], Address: address, CaBundle: bundle})
+		})
+		if err != nil {
+			return err
+		}
+		if c.g.json {
+			return printJSON(c.stdout, resp)
+		}
+		p := resp.GetPeer()
+		if _, err := fmt.Fprintf(c.stdout, "added peer %s at %s\n", cell(p.GetName()), cell(p.GetAddress())); err != nil {
+			return err
+		}
+		for _, fp := range p.GetCaFingerprints() {
+			if _, err := fmt.Fprintf(c.stdout, "  trusted CA sha256 %s\n", cell(fp)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// readSmallFile reads a file of at most limit bytes.
+func readSmallFile(name string, limit int64) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
+	}
+	return b, nil
+}
+
+func peerList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+	var p pageFlags
+	p.register(fs)
+	return func(ctx context.Context, c *cli, _ []string) error {
+		peers, next, err := collect(ctx, c, p, func(ctx context.Context, size int32, token string) ([]*adminv1.Peer, string, error) {
+			resp, err := c.admin.ListPeers(ctx, &adminv1.ListPeersRequest{PageSize: size, PageToken: token})
+			return resp.GetPeers(), resp.GetNextPageToken(), err
+		})
+		if err != nil {
+			return err
+		}
+		if c.g.json {
+			return printJSON(c.stdout, &adminv1.ListPeersResponse{Peers: peers, NextPageToken: next})
+		}
+		t := newTable(c.stdout, "PEER", "ADDRESS", "STATE", "CA SHA-256", "CREATED", "UPDATED")
+		for _, p := range peers {
+			state := "listed"
+			if p.GetBlocked() {
+				state = "blocked"
+			}
+			t.row(p.GetName(), p.GetAddress(), state, strings.Join(p.GetCaFingerprints(), ","), fmtTime(p.GetCreatedTime()), fmtTime(p.GetUpdatedTime()))
+		}
+		err = t.flush()
+		c.moreHint(next)
+		return err
+	}
+}
+
+func peerBlock(*flag.FlagSet) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		resp, err := call(ctx, c, func(ctx context.Context) (*adminv1.BlockPeerResponse, error) {
+			return c.admin.BlockPeer(ctx, &adminv1.BlockPeerRequest{Name: args[0]})
+		})
+		return c.done(resp, err, "blocked peer %s", args[0])
+	}
+}
+
+func peerUnblock(*flag.FlagSet) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		resp, err := call(ctx, c, func(ctx context.Context) (*adminv1.UnblockPeerResponse, error) {
+			return c.admin.UnblockPeer(ctx, &adminv1.UnblockPeerRequest{Name: args[0]})
+		})
+		return c.done(resp, err, "unblocked peer %s", args[0])
+	}
+}
+
+func peerRemove(*flag.FlagSet) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		resp, err := call(ctx, c, func(ctx context.Context) (*adminv1.RemovePeerResponse, error) {
+			return c.admin.RemovePeer(ctx, &adminv1.RemovePeerRequest{Name: args[0]})
+		})
+		return c.done(resp, err, "removed peer %s", args[0])
+	}
+}

@@ -1,0 +1,74 @@
+package server
+
+import (
+	"context"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/valise-im/valise"
+	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
+	"github.com/valise-im/valise/storage"
+)
+
+func peerProto(p storage.Peer) *adminv1.Peer {
+	return &adminv1.Peer{
+		Name:           string(p.Name),
+		Address:        p.Address,
+		Blocked:        p.Blocked,
+		CaFingerprints: CAFingerprints(p.CABundle),
+		CreatedTime:    timestamppb.New(p.CreatedAt),
+		UpdatedTime:    timestamppb.New(p.UpdatedAt),
+	}
+}
+
+func (s *adminService) AddPeer(ctx context.Context, req *adminv1.AddPeerRequest) (*adminv1.AddPeerResponse, error) {
+	p, err := s.n.AddPeer(ctx, actorFrom(ctx), req.GetName(), req.GetAddress(), req.GetCaBundle())
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.AddPeerResponse{Peer: peerProto(p)}, nil
+}
+
+func (s *adminService) ListPeers(ctx context.Context, req *adminv1.ListPeersRequest) (*adminv1.ListPeersResponse, error) {
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken("peers", req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	peers, err := s.n.ListPeers(ctx, valise.NodeName(after), size)
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ListPeersResponse{}
+	for _, p := range peers {
+		resp.Peers = append(resp.Peers, peerProto(p))
+	}
+	if len(peers) > 0 {
+		resp.NextPageToken = nextToken("peers", len(peers), size, string(peers[len(peers)-1].Name))
+	}
+	return resp, nil
+}
+
+func (s *adminService) BlockPeer(ctx context.Context, req *adminv1.BlockPeerRequest) (*adminv1.BlockPeerResponse, error) {
+	if err := s.n.SetPeerBlocked(ctx, actorFrom(ctx), req.GetName(), true); err != nil {
+		return nil, err
+	}
+	return &adminv1.BlockPeerResponse{}, nil
+}
+
+func (s *adminService) UnblockPeer(ctx context.Context, req *adminv1.UnblockPeerRequest) (*adminv1.UnblockPeerResponse, error) {
+	if err := s.n.SetPeerBlocked(ctx, actorFrom(ctx), req.GetName(), false); err != nil {
+		return nil, err
+	}
+	return &adminv1.UnblockPeerResponse{}, nil
+}
+
+func (s *adminService) RemovePeer(ctx context.Context, req *adminv1.RemovePeerRequest) (*adminv1.RemovePeerResponse, error) {
+	if err := s.n.RemovePeer(ctx, actorFrom(ctx), req.GetName()); err != nil {
+		return nil, err
+	}
+	return &adminv1.RemovePeerResponse{}, nil
+}

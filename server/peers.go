@@ -1,0 +1,166 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/storage"
+)
+
+// MaxPeerCABundle is the largest CA bundle a peer may be added with.
+const MaxPeerCABundle = 64 << 10
+
+// peerName parses a peer name an admin gives; it must not be this node's.
+func (n *Node) peerName(name string) (valise.NodeName, error) {
+	p, err := valise.ParseNodeName(name)
+	if err != nil {
+		return "", err
+	}
+	if p == n.cfg.Node {
+		return "", valise.Errorf(valise.KindInvalid, "%s is this node's own name", p)
+	}
+	return p, nil
+}
+
+// checkPeerAddress accepts HOST:PORT with a non-empty host of printable
+// characters and a port from 1 to 65535.
+func checkPeerAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	bad := err != nil || host == "" || len(addr) > 512 || strings.ContainsFunc(host, func(r rune) bool { return r <= ' ' || r >= 0x7f })
+	if !bad {
+		p, perr := strconv.ParseUint(port, 10, 16)
+		bad = perr != nil || p == 0 || strings.HasPrefix(port, "+")
+	}
+	if bad {
+		return valise.Errorf(valise.KindInvalid, "peer address must be HOST:PORT")
+	}
+	return nil
+}
+
+// parseCABundle checks that bundle holds at least one PEM block and that
+// every block is an X.509 CA certificate. It returns the certificates
+// re-encoded as PEM, without any text around the blocks.
+func parseCABundle(bundle []byte) ([]*x509.Certificate, []byte, error) {
+	if len(bundle) > MaxPeerCABundle {
+		return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle is larger than %d bytes", MaxPeerCABundle)
+	}
+	var certs []*x509.Certificate
+	var out bytes.Buffer
+	rest := bundle
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle block %d is a %q, not a CERTIFICATE", len(certs)+1, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle block %d is not an X.509 certificate", len(certs)+1)
+		}
+		if !c.IsCA {
+			return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle certificate %d (%s) is not a CA certificate", len(certs)+1, c.Subject)
+		}
+		certs = append(certs, c)
+		_ = pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	if len(certs) == 0 {
+		return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle holds no PEM certificate")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle has data after its last certificate")
+	}
+	return certs, out.Bytes(), nil
+}
+
+// CAFingerprints returns the SHA-256, lowercase hex, of each certificate
+// (DER) of a PEM bundle, skipping anything that is not a certificate.
+func CAFingerprints(bundle []byte) []string {
+	var fps []string
+	for rest := bundle; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return fps
+		}
+		if block.Type == "CERTIFICATE" {
+			sum := sha256.Sum256(block.Bytes)
+			fps = append(fps, hex.EncodeToString(sum[:]))
+		}
+	}
+}
+
+// AddPeer lists another node as an unblocked federation peer reached at
+// address and certified by a CA of caBundle; actor is recorded in the
+// audit log.
+func (n *Node) AddPeer(ctx context.Context, actor, name, address string, caBundle []byte) (storage.Peer, error) {
+	p, err := n.peerName(name)
+	if err != nil {
+		return storage.Peer{}, err
+	}
+	if err := checkPeerAddress(address); err != nil {
+		return storage.Peer{}, err
+	}
+	certs, pemBundle, err := parseCABundle(caBundle)
+	if err != nil {
+		return storage.Peer{}, err
+	}
+	now := n.now().UTC()
+	rec := storage.Peer{Name: p, Address: address, CABundle: pemBundle, CreatedAt: now, UpdatedAt: now}
+	detail := fmt.Sprintf("address=%s cas=%d", address, len(certs))
+	if err := n.store.AddPeer(ctx, rec, n.audit(actor, "peer.add", string(p), detail)); err != nil {
+		if errors.Is(err, storage.ErrConflict) {
+			return storage.Peer{}, valise.Errorf(valise.KindAlreadyExists, "peer %s exists already", p)
+		}
+		return storage.Peer{}, fmt.Errorf("add peer: %w", err)
+	}
+	n.log.InfoContext(ctx, "peer added", "peer", string(p), "address", address, "actor", actor)
+	return rec, nil
+}
+
+// ListPeers lists peers after the given name.
+func (n *Node) ListPeers(ctx context.Context, after valise.NodeName, limit int) ([]storage.Peer, error) {
+	return n.store.ListPeers(ctx, after, limit)
+}
+
+// SetPeerBlocked blocks or unblocks a peer.
+func (n *Node) SetPeerBlocked(ctx context.Context, actor, name string, blocked bool) error {
+	p, err := valise.ParseNodeName(name)
+	if err != nil {
+		return err
+	}
+	action := "peer.unblock"
+	if blocked {
+		action = "peer.block"
+	}
+	if err := n.store.SetPeerBlocked(ctx, p, blocked, n.audit(actor, action, string(p), "")); err != nil {
+		return notFound(err, "peer %s not found", p)
+	}
+	n.log.InfoContext(ctx, "peer state changed", "peer", string(p), "blocked", blocked, "actor", actor)
+	return nil
+}
+
+// RemovePeer removes a peer from the list.
+func (n *Node) RemovePeer(ctx context.Context, actor, name string) error {
+	p, err := valise.ParseNodeName(name)
+	if err != nil {
+		return err
+	}
+	if err := n.store.RemovePeer(ctx, p, n.audit(actor, "peer.remove", string(p), "")); err != nil {
+		return notFound(err, "peer %s not found", p)
+	}
+	n.log.InfoContext(ctx, "peer removed", "peer", string(p), "actor", actor)
+	return nil
+}
