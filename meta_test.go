@@ -70,6 +70,7 @@ var forbidden = []struct {
 	{"cmd/valisectl", []string{module + "/server", module + "/storage", module + "/internal/backend"}},
 	{"client", []string{module + "/server", module + "/storage", module + "/internal", module + "/cmd", module + "/federation"}},
 	{"client/e2ee", []string{module + "/"}},
+	{"federation", []string{module + "/server", module + "/internal", module + "/cmd", module + "/client"}},
 	{"cmd/valise", []string{module + "/server", module + "/storage", module + "/internal/backend", module + "/internal/config", module + "/internal/pki"}},
 }
 
