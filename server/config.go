@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/valise-im/valise"
@@ -28,6 +29,9 @@ type Config struct {
 	Limits Limits
 	// GRPC are the gRPC server limits of the client listener.
 	GRPC GRPCLimits
+	// PeersChanged, if set, is called after an admin changed the peer list
+	// (cmd/valised reloads the federation trust with it).
+	PeersChanged func(context.Context) error
 	// IdempotencyRetention is how long the idempotency record of a send is
 	// kept: a retry within it is answered with the first send's ids, a
 	// later one is a new send. Node.Run prunes older records every hour.

@@ -52,8 +52,9 @@ func (protoCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 var _ encoding.CodecV2 = protoCodec{}
 
-// serverOptions returns the explicit limits every listener uses.
-func serverOptions(l GRPCLimits) []grpc.ServerOption {
+// ServerOptions returns the explicit limits every listener uses (also the
+// federation listener, which cmd/valised builds).
+func ServerOptions(l GRPCLimits) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(protoCodec{}),
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgBytes),
@@ -94,7 +95,7 @@ func (n *Node) NewClientServer(tlsCfg *tls.Config) *ClientServer {
 		auth:     n.clientAuth,
 		noLogFor: map[codes.Code]bool{codes.Canceled: true},
 	}
-	opts := append(serverOptions(n.cfg.GRPC),
+	opts := append(ServerOptions(n.cfg.GRPC),
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.ChainUnaryInterceptor(ic.unary),
 		grpc.ChainStreamInterceptor(ic.stream),
@@ -118,7 +119,7 @@ func (n *Node) NewAdminServer(creds credentials.TransportCredentials) *grpc.Serv
 		timeout: n.cfg.GRPC.UnaryTimeout,
 		auth:    adminAuth,
 	}
-	opts := append(serverOptions(n.cfg.GRPC),
+	opts := append(ServerOptions(n.cfg.GRPC),
 		grpc.Creds(creds),
 		grpc.ChainUnaryInterceptor(ic.unary),
 		grpc.ChainStreamInterceptor(ic.stream),

@@ -127,6 +127,7 @@ func (n *Node) AddPeer(ctx context.Context, actor, name, address string, caBundl
 		return storage.Peer{}, fmt.Errorf("add peer: %w", err)
 	}
 	n.log.InfoContext(ctx, "peer added", "peer", string(p), "address", address, "actor", actor)
+	n.peersChanged(ctx)
 	return rec, nil
 }
 
@@ -149,6 +150,7 @@ func (n *Node) SetPeerBlocked(ctx context.Context, actor, name string, blocked b
 		return notFound(err, "peer %s not found", p)
 	}
 	n.log.InfoContext(ctx, "peer state changed", "peer", string(p), "blocked", blocked, "actor", actor)
+	n.peersChanged(ctx)
 	return nil
 }
 
@@ -162,5 +164,17 @@ func (n *Node) RemovePeer(ctx context.Context, actor, name string) error {
 		return notFound(err, "peer %s not found", p)
 	}
 	n.log.InfoContext(ctx, "peer removed", "peer", string(p), "actor", actor)
+	n.peersChanged(ctx)
 	return nil
+}
+
+// peersChanged tells the federation side (Config.PeersChanged) that the
+// peer list changed, so blocks and removals apply to the next handshake.
+func (n *Node) peersChanged(ctx context.Context) {
+	if n.cfg.PeersChanged == nil {
+		return
+	}
+	if err := n.cfg.PeersChanged(ctx); err != nil {
+		n.log.WarnContext(ctx, "peer list not reloaded", "err", err.Error())
+	}
 }

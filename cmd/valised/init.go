@@ -66,7 +66,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&p.Dir, "data", "", "the new node's data directory (required)")
 	fs.StringVar(&p.Name, "name", "", "the node's federation name, a DNS name (required)")
 	fs.StringVar(&p.Client, "client-addr", d.Listen.Client, "ClientService listen address")
-	fs.StringVar(&p.Federation, "federation-addr", d.Listen.Federation, "FederationService listen address (reserved)")
+	fs.StringVar(&p.Federation, "federation-addr", d.Listen.Federation, "federation listen address (mutual TLS with peers)")
 	fs.StringVar(&p.Metrics, "metrics-addr", d.Listen.Metrics, "Prometheus metrics listen address; empty turns it off")
 	fs.StringVar(&p.PostgresDN, "postgres", "", "use PostgreSQL with this DSN (stored in postgres.dsn, mode 0600) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object")

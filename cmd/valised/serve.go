@@ -24,8 +24,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/federation"
 	"github.com/valise-im/valise/internal/backend"
 	"github.com/valise-im/valise/internal/config"
 	"github.com/valise-im/valise/internal/pki"
@@ -33,6 +36,14 @@ import (
 )
 
 const devDir = "valise-dev"
+
+// The federation listener's bounds that differ from the client listener's,
+// and how often the peer list is re-read (changes made through other
+// replicas sharing the database).
+const (
+	federationMaxRecvMsgBytes = 5 << 20
+	peerReloadInterval        = 30 * time.Second
+)
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
@@ -92,7 +103,7 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 
 // ready tells who started serve where its listeners are.
 type ready struct {
-	Client, Metrics, AdminSocket, AdminRemote string
+	Client, Federation, Metrics, AdminSocket, AdminRemote string
 }
 
 // serve runs a node until ctx ends, then stops gracefully within
@@ -129,8 +140,16 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Peer trust: the federation listener accepts only listed, unblocked
+	// peers, each proven by its own CA; admin changes reload it at once,
+	// and a periodic reload picks up changes made through other replicas.
+	trust := federation.NewTrust(name, store, log)
+	if err := trust.Reload(ctx); err != nil {
+		return fmt.Errorf("federation: load peers: %w", err)
+	}
 	scfg := cfg.Server()
 	scfg.Node = name
+	scfg.PeersChanged = trust.Reload
 	node := server.NewNode(scfg, store, server.NewMetrics(reg), log)
 
 	// Every listener is closed on the way out, also when a later one fails
@@ -162,6 +181,23 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	listeners := []net.Listener{clientLis, adminLis}
 
 	r := ready{Client: clientLis.Addr().String(), AdminSocket: adminLis.Addr().String()}
+	if cfg.Listen.Federation != "" {
+		lis, err := net.Listen("tcp", cfg.Listen.Federation)
+		if err != nil {
+			return fmt.Errorf("listen.federation: %w", err)
+		}
+		opened = append(opened, lis)
+		limits := scfg.GRPC
+		limits.MaxRecvMsgBytes = federationMaxRecvMsgBytes
+		fed := grpc.NewServer(append(server.ServerOptions(limits),
+			grpc.Creds(credentials.NewTLS(trust.ServerTLS(func() (*tls.Certificate, error) { return &cert, nil }))))...)
+		// Only health for now: the FederationService comes with the
+		// outbound queue. The handshake already enforces closed federation.
+		healthpb.RegisterHealthServer(fed, health.NewServer())
+		servers = append(servers, fed)
+		listeners = append(listeners, lis)
+		r.Federation = lis.Addr().String()
+	}
 	if cfg.Listen.AdminRemote != "" {
 		pool, err := pki.LoadPool(config.Path(dir, cfg.TLS.CAFile))
 		if err != nil {
@@ -200,6 +236,20 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	for i, s := range servers {
 		g.Go(func() error { return s.Serve(listeners[i]) })
 	}
+	g.Go(func() error {
+		t := time.NewTicker(peerReloadInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if err := trust.Reload(gctx); err != nil && gctx.Err() == nil {
+					log.WarnContext(gctx, "peer list not reloaded", "err", err.Error())
+				}
+			}
+		}
+	})
 	if metricsSrv != nil {
 		g.Go(func() error {
 			if err := metricsSrv.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
@@ -208,7 +258,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 			return nil
 		})
 	}
-	log.InfoContext(ctx, "node serving", "node", string(name), "client", r.Client, "metrics", r.Metrics,
+	log.InfoContext(ctx, "node serving", "node", string(name), "client", r.Client, "federation", r.Federation, "metrics", r.Metrics,
 		"admin_socket", r.AdminSocket, "admin_remote", r.AdminRemote, "storage", cfg.Storage.Driver)
 	if onReady != nil {
 		onReady(r)

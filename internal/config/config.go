@@ -67,7 +67,8 @@ type Node struct {
 type Listen struct {
 	// Client is the ClientService address (TLS 1.3).
 	Client string `yaml:"client"`
-	// Federation is reserved for the FederationService (mTLS); not served yet.
+	// Federation is the federation listener (mutual TLS with peers; "" turns
+	// it off).
 	Federation string `yaml:"federation"`
 	// Metrics serves Prometheus metrics over plain HTTP; "" turns it off.
 	Metrics string `yaml:"metrics"`

@@ -41,7 +41,8 @@ listen:
   # ClientService over TLS 1.3 (gRPC health and reflection are served here
   # too). Env: VALISE_CLIENT_ADDR.
   client: {{.Client}}
-  # FederationService (mutual TLS). Reserved: federation is not served yet.
+  # Federation listener (mutual TLS 1.3; only listed, unblocked peers
+  # proven by their own CA). Serves gRPC health until delivery lands.
   federation: {{.Federation}}
   # Prometheus metrics over plain HTTP at /metrics; "" turns it off.
   # Env: VALISE_METRICS_ADDR.
