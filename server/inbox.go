@@ -8,6 +8,7 @@ import (
 
 	"github.com/valise-im/valise"
 	"github.com/valise-im/valise/storage"
+	"github.com/valise-im/valise/storage/groupcommit"
 )
 
 // OutgoingEnvelope is one envelope of a send as the client gave it.
@@ -57,6 +58,9 @@ func (n *Node) Send(ctx context.Context, c Caller, idempotencyKey string, envs [
 	// The writer wakes the recipients' streams after the commit (see
 	// Node.committed), also when ctx ends while the send is committing.
 	res, err := n.writer.Send(ctx, op)
+	if errors.Is(err, groupcommit.ErrClosed) {
+		return nil, errShuttingDown()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("send: %w", err)
 	}
@@ -127,7 +131,7 @@ func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver 
 }
 
 func errShuttingDown() error {
-	return valise.Errorf(valise.KindUnavailable, "node is shutting down; reconnect from your last cursor")
+	return valise.Errorf(valise.KindUnavailable, "node is shutting down; retry shortly (a send with the same idempotency key, a stream from the last cursor)")
 }
 
 // Ack deletes the caller's envelopes up to cursor.
@@ -135,7 +139,11 @@ func (n *Node) Ack(ctx context.Context, c Caller, cursor uint64) error {
 	if cursor == 0 {
 		return valise.Errorf(valise.KindInvalid, "cursor must be at least 1")
 	}
-	if _, err := n.writer.Ack(ctx, &storage.AckOp{User: c.User, Device: c.Device, Cursor: cursor}); err != nil {
+	_, err := n.writer.Ack(ctx, &storage.AckOp{User: c.User, Device: c.Device, Cursor: cursor})
+	if errors.Is(err, groupcommit.ErrClosed) {
+		return errShuttingDown()
+	}
+	if err != nil {
 		return fmt.Errorf("ack: %w", err)
 	}
 	return nil
