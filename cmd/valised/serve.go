@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -14,8 +13,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,10 +40,12 @@ const devDir = "valise-dev"
 
 // The federation listener's bounds that differ from the client listener's,
 // and how often the peer list is re-read (changes made through other
-// replicas sharing the database).
+// replicas sharing the database) and the node certificate files are checked
+// for a rotation.
 const (
 	federationMaxRecvMsgBytes = 5 << 20
 	peerReloadInterval        = 30 * time.Second
+	certReloadInterval        = 10 * time.Second
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -122,7 +125,9 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	if err := checkSigningKey(config.Path(dir, cfg.Node.SigningKeyFile)); err != nil {
 		return err
 	}
-	cert, err := tls.LoadX509KeyPair(config.Path(dir, cfg.TLS.CertFile), config.Path(dir, cfg.TLS.KeyFile))
+	// One reloader serves every listener: a rotated node.crt/node.key
+	// applies to new handshakes on SIGHUP or within certReloadInterval.
+	certs, err := pki.NewCertReloader(config.Path(dir, cfg.TLS.CertFile), config.Path(dir, cfg.TLS.KeyFile), log)
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
@@ -165,7 +170,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		return fmt.Errorf("listen.client: %w", err)
 	}
 	opened = append(opened, clientLis)
-	client := node.NewClientServer(pki.ServerTLS(cert, nil))
+	client := node.NewClientServer(pki.ServerTLS(certs.GetCertificate, nil))
 
 	sockPath, err := filepath.Abs(config.Path(dir, cfg.Listen.AdminSocket))
 	if err != nil {
@@ -190,7 +195,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		limits := scfg.GRPC
 		limits.MaxRecvMsgBytes = federationMaxRecvMsgBytes
 		fed := grpc.NewServer(append(server.ServerOptions(limits),
-			grpc.Creds(credentials.NewTLS(trust.ServerTLS(func() (*tls.Certificate, error) { return &cert, nil }))))...)
+			grpc.Creds(credentials.NewTLS(trust.ServerTLS(certs.GetCertificate))))...)
 		// Only health for now: the FederationService comes with the
 		// outbound queue. The handshake already enforces closed federation.
 		healthpb.RegisterHealthServer(fed, health.NewServer())
@@ -208,7 +213,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 			return fmt.Errorf("listen.admin_remote: %w", err)
 		}
 		opened = append(opened, lis)
-		remote := node.NewAdminServer(credentials.NewTLS(pki.AdminServerTLS(cert, pool)))
+		remote := node.NewAdminServer(credentials.NewTLS(pki.AdminServerTLS(certs.GetCertificate, pool)))
 		servers = append(servers, remote)
 		listeners = append(listeners, lis)
 		r.AdminRemote = lis.Addr().String()
@@ -232,7 +237,15 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- node.Run(writerCtx) }()
 
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		certs.Run(gctx, certReloadInterval, hup)
+		return nil
+	})
 	for i, s := range servers {
 		g.Go(func() error { return s.Serve(listeners[i]) })
 	}

@@ -7,14 +7,17 @@ import (
 	"slices"
 )
 
-// ServerTLS returns a TLS 1.3-only server configuration presenting cert.
-// With clientCAs set, clients must present a certificate signed by one of
-// them.
-func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+// ServerTLS returns a TLS 1.3-only server configuration presenting the
+// certificate cert returns; cert is called per handshake, so a rotated
+// certificate (see CertReloader) applies without restart. With clientCAs
+// set, clients must present a certificate signed by one of them.
+func ServerTLS(cert func() (*tls.Certificate, error), clientCAs *x509.CertPool) *tls.Config {
 	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{cert},
-		NextProtos:   []string{"h2"},
+		MinVersion: tls.VersionTLS13,
+		NextProtos: []string{"h2"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return cert()
+		},
 	}
 	if clientCAs != nil {
 		cfg.ClientCAs = clientCAs
@@ -25,7 +28,7 @@ func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
 
 // AdminServerTLS is ServerTLS for the remote admin listener: clients need a
 // certificate from clientCAs whose subject has the AdminOU unit.
-func AdminServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+func AdminServerTLS(cert func() (*tls.Certificate, error), clientCAs *x509.CertPool) *tls.Config {
 	cfg := ServerTLS(cert, clientCAs)
 	cfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
 		if len(chains) == 0 || len(chains[0]) == 0 {
