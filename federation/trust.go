@@ -1,11 +1,9 @@
 package federation
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -95,34 +93,16 @@ func (t *Trust) Reload(ctx context.Context) error {
 	return nil
 }
 
-// parseBundle parses a PEM bundle strictly: every block must be a
-// certificate that parses, nothing but whitespace may surround the blocks,
-// and there must be at least one.
+// parseBundle turns a peer's CA bundle (checked strictly by
+// valise.ParseCABundle, as when the admin added it) into a pool.
 func parseBundle(b []byte) (*x509.CertPool, error) {
+	certs, err := valise.ParseCABundle(b)
+	if err != nil {
+		return nil, err
+	}
 	pool := x509.NewCertPool()
-	n := 0
-	rest := b
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %d is %q, not CERTIFICATE", n+1, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
-		}
+	for _, c := range certs {
 		pool.AddCert(c)
-		n++
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("bundle holds data that is not PEM")
-	}
-	if n == 0 {
-		return nil, errors.New("bundle holds no certificate")
 	}
 	return pool, nil
 }

@@ -92,16 +92,13 @@ func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver 
 		return fmt.Errorf("stream inbox: %w", err)
 	}
 	for {
-		// Drain a pending wake-up first: the read below covers it. Also
-		// stop between pages of a long backlog.
+		// Stop between pages of a long backlog if the stream must end, and
+		// take a pending wake-up: the read below covers it.
+		if err := n.streamEnd(ctx, sub); err != nil {
+			return err
+		}
 		select {
 		case <-sub.wake:
-		case <-sub.revoked:
-			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
-		case <-n.stopping:
-			return errShuttingDown()
-		case <-ctx.Done():
-			return ctx.Err()
 		default:
 		}
 		page, err := n.store.ReadInbox(ctx, c.User, c.Device, after, inboxPage)
@@ -118,16 +115,37 @@ func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver 
 		if len(page) == inboxPage {
 			continue
 		}
-		select {
-		case <-sub.wake:
-		case <-sub.revoked:
-			return valise.Errorf(valise.KindUnauthenticated, "device revoked")
-		case <-n.stopping:
-			return errShuttingDown()
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := n.waitStream(ctx, sub); err != nil {
+			return err
 		}
 	}
+}
+
+// streamEnd returns why a stream must end now, if it must: the device was
+// revoked, the node is stopping, or the client left.
+func (n *Node) streamEnd(ctx context.Context, sub *subscription) error {
+	select {
+	case <-sub.revoked:
+		return valise.Errorf(valise.KindUnauthenticated, "device revoked")
+	case <-n.stopping:
+		return errShuttingDown()
+	case <-ctx.Done():
+		return ctx.Err()
+	default:
+		return nil
+	}
+}
+
+// waitStream blocks until sub is woken or the stream must end, and returns
+// streamEnd's answer.
+func (n *Node) waitStream(ctx context.Context, sub *subscription) error {
+	select {
+	case <-sub.wake:
+	case <-sub.revoked:
+	case <-n.stopping:
+	case <-ctx.Done():
+	}
+	return n.streamEnd(ctx, sub)
 }
 
 func errShuttingDown() error {

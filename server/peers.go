@@ -47,40 +47,20 @@ func checkPeerAddress(addr string) error {
 	return nil
 }
 
-// parseCABundle checks that bundle holds at least one PEM block and that
-// every block is an X.509 CA certificate. It returns the certificates
-// re-encoded as PEM, without any text around the blocks.
+// parseCABundle checks a peer's CA bundle (valise.ParseCABundle) and its
+// size, and returns the certificates re-encoded as PEM, without any text
+// around the blocks.
 func parseCABundle(bundle []byte) ([]*x509.Certificate, []byte, error) {
 	if len(bundle) > MaxPeerCABundle {
 		return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle is larger than %d bytes", MaxPeerCABundle)
 	}
-	var certs []*x509.Certificate
+	certs, err := valise.ParseCABundle(bundle)
+	if err != nil {
+		return nil, nil, err
+	}
 	var out bytes.Buffer
-	rest := bundle
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle block %d is a %q, not a CERTIFICATE", len(certs)+1, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle block %d is not an X.509 certificate", len(certs)+1)
-		}
-		if !c.IsCA {
-			return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle certificate %d (%s) is not a CA certificate", len(certs)+1, c.Subject)
-		}
-		certs = append(certs, c)
+	for _, c := range certs {
 		_ = pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	if len(certs) == 0 {
-		return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle holds no PEM certificate")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, nil, valise.Errorf(valise.KindInvalid, "CA bundle has data after its last certificate")
 	}
 	return certs, out.Bytes(), nil
 }
