@@ -58,6 +58,9 @@ type Envelope struct {
 	RecipientDevice DeviceID
 	ServerTime      time.Time
 	Ciphertext      []byte
+	// Failure, when not nil, makes this envelope a delivery-failure notice
+	// from the node: Sender, SenderDevice and Ciphertext are then empty.
+	Failure *DeliveryFailure
 }
 
 // OutgoingEnvelope is one envelope of a send request, before the node has
@@ -67,3 +70,32 @@ type OutgoingEnvelope struct {
 	RecipientDevice DeviceID
 	Ciphertext      []byte
 }
+
+// DeliveryFailure is a notice the sending node puts in a sending device's
+// inbox when an envelope it sent to another node could not be delivered
+// and was given up for good (dead-lettered). An Envelope that carries one
+// has no sender and no ciphertext.
+type DeliveryFailure struct {
+	// EnvelopeID is the id of the envelope that was not delivered, as the
+	// send returned it.
+	EnvelopeID EnvelopeID
+	// Recipient and RecipientDevice are the envelope's addressee.
+	Recipient       UserID
+	RecipientDevice DeviceID
+	// Reason is one of the FailureReason values.
+	Reason FailureReason
+}
+
+// FailureReason says why an envelope was given up.
+type FailureReason string
+
+// Why an envelope to another node was given up.
+const (
+	FailureUnknownRecipient     FailureReason = "unknown_recipient"     // the recipient user or device does not exist there
+	FailureRecipientDeactivated FailureReason = "recipient_deactivated" // the recipient user is deactivated there
+	FailureTooLarge             FailureReason = "too_large"             // over the destination's envelope limit
+	FailureInvalid              FailureReason = "invalid"               // the destination found it malformed
+	FailureExpired              FailureReason = "expired"               // not delivered within the outbox time to live
+	FailureRejected             FailureReason = "rejected"              // the destination refused it for another permanent reason
+	FailureNotPeer              FailureReason = "not_peer"              // the destination was removed from the peer list
+)

@@ -229,6 +229,19 @@ func (c *Client) ack(ctx context.Context) error {
 // envelope handles one envelope: open, drop or store, then handle.
 func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse) error {
 	c := r.c
+	if f := e.GetDeliveryFailure(); f != nil {
+		// The node's notice that an envelope this device sent was given
+		// up: nothing to open; report it and move past it.
+		if err := c.store.update(func(st *state, _ *secrets) error {
+			st.Cursor = max(st.Cursor, e.GetCursor())
+			return nil
+		}); err != nil {
+			return err
+		}
+		r.opts.OnWarning(Warning{Kind: WarnDeliveryFailed, User: f.GetRecipientUser(), Device: f.GetRecipientDeviceId(),
+			Envelope: f.GetEnvelopeId(), Err: fmt.Errorf("reason: %s", sanitizeReason(f.GetReason()))})
+		return nil
+	}
 	keys := &openKeys{c: c, ctx: ctx}
 	var (
 		msg      *Message
@@ -474,4 +487,18 @@ func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s device %s has no published identity key", sender.User, sender.Device)
+}
+
+// sanitizeReason keeps a node-given failure reason printable and short.
+func sanitizeReason(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }

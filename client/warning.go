@@ -25,6 +25,11 @@ const (
 	// WarnReplay: a message already received arrived again and was
 	// dropped.
 	WarnReplay
+	// WarnDeliveryFailed: the node gave up delivering an envelope this
+	// device sent to a user of another node (User and Device are the
+	// recipient, Envelope the id Send got, Err the node's reason). The
+	// message did not reach that device and will not.
+	WarnDeliveryFailed
 )
 
 // Warning is something the user should hear about that did not stop the
@@ -49,6 +54,8 @@ func (w Warning) String() string {
 		s = fmt.Sprintf("%s device %s published a prekey whose signature does not verify; not sending to it", w.User, w.Device)
 	case WarnRejected:
 		s = fmt.Sprintf("dropped envelope %s from %s device %s: it did not open or verify", w.Envelope, w.User, w.Device)
+	case WarnDeliveryFailed:
+		s = fmt.Sprintf("envelope %s to %s device %s was NOT delivered and will not be", w.Envelope, w.User, w.Device)
 	case WarnReplay:
 		s = fmt.Sprintf("dropped envelope %s from %s device %s: a repeat of a message already received", w.Envelope, w.User, w.Device)
 	default:

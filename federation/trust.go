@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -29,6 +30,11 @@ const pageSize = 100
 type trusted struct {
 	pool    *x509.CertPool
 	blocked bool
+	// address is the peer's federation endpoint, HOST:PORT.
+	address string
+	// bundle fingerprints the CA bundle, so that a dialer can tell when
+	// the trust it built a connection with has changed.
+	bundle [sha256.Size]byte
 }
 
 // snapshot is an immutable view of the peer list; Reload replaces it whole.
@@ -83,7 +89,7 @@ func (t *Trust) Reload(ctx context.Context) error {
 					"peer", p.Name, "reason", err.Error())
 				continue
 			}
-			next[p.Name] = trusted{pool: pool, blocked: p.Blocked}
+			next[p.Name] = trusted{pool: pool, blocked: p.Blocked, address: p.Address, bundle: sha256.Sum256(p.CABundle)}
 		}
 		if len(page) < pageSize {
 			break
@@ -123,6 +129,30 @@ func (t *Trust) lookup(name valise.NodeName) (*x509.CertPool, error) {
 func (t *Trust) Allowed(name valise.NodeName) bool {
 	_, err := t.lookup(name)
 	return err == nil
+}
+
+// Address returns the federation endpoint (HOST:PORT) of name if it is a
+// listed, unblocked peer.
+func (t *Trust) Address(name valise.NodeName) (string, bool) {
+	d, ok := t.dialInfo(name)
+	return d.address, ok
+}
+
+// dialTarget is what a client connection to a peer was built from; when
+// it changes, the connection must be rebuilt.
+type dialTarget struct {
+	address string
+	bundle  [sha256.Size]byte
+}
+
+// dialInfo returns what dialing name needs if it is a listed, unblocked
+// peer other than this node.
+func (t *Trust) dialInfo(name valise.NodeName) (dialTarget, bool) {
+	p, ok := (*t.snap.Load())[name]
+	if !ok || p.blocked || name == t.self {
+		return dialTarget{}, false
+	}
+	return dialTarget{address: p.address, bundle: p.bundle}, true
 }
 
 // ServerTLS returns the configuration of the federation listener. Clients

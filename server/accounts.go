@@ -31,13 +31,13 @@ func (n *Node) Login(ctx context.Context, user, password, displayName, remote st
 		return LoginResult{}, err
 	}
 	account := u.String()
-	if ok, d := n.loginAddr.allow(remote); !ok {
+	if ok, d := n.loginAddr.Allow(remote); !ok {
 		return LoginResult{}, valise.Exhausted(d, "too many login attempts from this address")
 	}
-	if ok, d := n.loginAccount.allow(account); !ok {
+	if ok, d := n.loginAccount.Allow(account); !ok {
 		return LoginResult{}, valise.Exhausted(d, "too many login attempts for this account")
 	}
-	if ok, d := n.loginFailure.peek(account); !ok {
+	if ok, d := n.loginFailure.Peek(account); !ok {
 		return LoginResult{}, valise.Exhausted(d, "too many failed logins for this account")
 	}
 	wrong := valise.Errorf(valise.KindUnauthenticated, "wrong user or password")
@@ -61,7 +61,7 @@ func (n *Node) Login(ctx context.Context, user, password, displayName, remote st
 		return LoginResult{}, fmt.Errorf("login: stored hash of %s: %w", u, cerr)
 	}
 	if !ok || rec.PasswordHash == "" {
-		n.loginFailure.allow(account)
+		n.loginFailure.Allow(account)
 		return LoginResult{}, wrong
 	}
 	if !rec.Active {

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"math"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -19,6 +21,32 @@ func peerProto(p storage.Peer) *adminv1.Peer {
 		CreatedTime:    timestamppb.New(p.CreatedAt),
 		UpdatedTime:    timestamppb.New(p.UpdatedAt),
 	}
+}
+
+// timeProto converts t, leaving the zero time unset.
+func timeProto(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func peerInfoProto(p PeerInfo) *adminv1.Peer {
+	pb := peerProto(p.Peer)
+	pb.Delivery = &adminv1.PeerDelivery{
+		State:               p.State,
+		QueueDepth:          p.Queue.Depth,
+		OldestQueuedTime:    timeProto(p.Queue.Oldest),
+		LastSuccessTime:     timeProto(p.Delivery.LastSuccess),
+		LastError:           p.Delivery.LastError,
+		LastErrorTime:       timeProto(p.Delivery.LastErrorAt),
+		NextAttemptTime:     timeProto(p.Delivery.NextAttempt),
+		ConsecutiveFailures: int32(min(p.Delivery.Failures, math.MaxInt32)),
+	}
+	if p.Queue.Depth == 0 {
+		pb.Delivery.OldestQueuedTime = nil
+	}
+	return pb
 }
 
 func (s *adminService) AddPeer(ctx context.Context, req *adminv1.AddPeerRequest) (*adminv1.AddPeerResponse, error) {
@@ -44,7 +72,7 @@ func (s *adminService) ListPeers(ctx context.Context, req *adminv1.ListPeersRequ
 	}
 	resp := &adminv1.ListPeersResponse{}
 	for _, p := range peers {
-		resp.Peers = append(resp.Peers, peerProto(p))
+		resp.Peers = append(resp.Peers, peerInfoProto(p))
 	}
 	if len(peers) > 0 {
 		resp.NextPageToken = nextToken("peers", len(peers), size, string(peers[len(peers)-1].Name))
@@ -64,6 +92,13 @@ func (s *adminService) UnblockPeer(ctx context.Context, req *adminv1.UnblockPeer
 		return nil, err
 	}
 	return &adminv1.UnblockPeerResponse{}, nil
+}
+
+func (s *adminService) RetryPeer(ctx context.Context, req *adminv1.RetryPeerRequest) (*adminv1.RetryPeerResponse, error) {
+	if err := s.n.RetryPeer(ctx, actorFrom(ctx), req.GetName()); err != nil {
+		return nil, err
+	}
+	return &adminv1.RetryPeerResponse{}, nil
 }
 
 func (s *adminService) RemovePeer(ctx context.Context, req *adminv1.RemovePeerRequest) (*adminv1.RemovePeerResponse, error) {

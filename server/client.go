@@ -122,7 +122,7 @@ func (s *clientService) CountOneTimeKeys(ctx context.Context, _ *clientv1.CountO
 }
 
 func (s *clientService) GetDeviceKeys(ctx context.Context, req *clientv1.GetDeviceKeysRequest) (*clientv1.GetDeviceKeysResponse, error) {
-	user, keys, err := s.n.GetDeviceKeys(ctx, req.GetUser())
+	user, keys, err := s.n.GetDeviceKeys(ctx, callerFrom(ctx), req.GetUser())
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +160,19 @@ func (s *clientService) SendEnvelopes(ctx context.Context, req *clientv1.SendEnv
 func (s *clientService) StreamInbox(req *clientv1.StreamInboxRequest, stream clientv1.ClientService_StreamInboxServer) error {
 	ctx := stream.Context()
 	return s.n.StreamInbox(ctx, callerFrom(ctx), req.GetAfterCursor(), func(e valise.Envelope) error {
+		if f := e.Failure; f != nil {
+			return stream.Send(&clientv1.StreamInboxResponse{
+				EnvelopeId: string(e.ID),
+				ServerTime: timestamppb.New(e.ServerTime),
+				Cursor:     e.Cursor,
+				DeliveryFailure: &clientv1.DeliveryFailure{
+					EnvelopeId:        string(f.EnvelopeID),
+					RecipientUser:     f.Recipient.String(),
+					RecipientDeviceId: string(f.RecipientDevice),
+					Reason:            string(f.Reason),
+				},
+			})
+		}
 		return stream.Send(&clientv1.StreamInboxResponse{
 			EnvelopeId:     string(e.ID),
 			SenderUser:     e.Sender.String(),

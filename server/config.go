@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/internal/ratelimit"
 )
 
 // Config is the server's section of the node configuration. Zero fields
@@ -37,6 +38,17 @@ type Config struct {
 	// later one is a new send. Node.Run prunes older records every hour.
 	// The default, 30 days, outlasts any client's retries by far.
 	IdempotencyRetention time.Duration
+	// Remote relays envelopes to, and looks up keys on, other nodes. Nil
+	// turns federation off: users of other nodes are then NotFound.
+	Remote Remote
+	// OutboxTTL is how long an envelope for another node is retried
+	// before it is given up and its sender told (default 30 days).
+	OutboxTTL time.Duration
+	// FederationRetention is how long the records of what peers delivered
+	// (envelope ids, transaction answers) and dead letters are kept; a
+	// peer's envelope older than it is refused as expired. Default 31
+	// days; never less than OutboxTTL.
+	FederationRetention time.Duration
 }
 
 // Limits are token-bucket rate limits: Burst requests at once, then
@@ -48,15 +60,15 @@ type Limits struct {
 	Login Rate
 	// Failed logins per account.
 	LoginFailure Rate
+	// Key lookups and claims on other nodes per caller device (each is a
+	// call to that node, which limits this node as a whole).
+	RemoteLookup Rate
 	// One-time key claims per (caller device, target device).
 	Claim Rate
 }
 
 // Rate is a token bucket.
-type Rate struct {
-	Burst     int
-	PerSecond float64
-}
+type Rate = ratelimit.Rate
 
 // GRPCLimits are the explicit limits of a gRPC server.
 type GRPCLimits struct {
@@ -86,9 +98,12 @@ func DefaultConfig() Config {
 			Login:        Rate{Burst: 5, PerSecond: 0.2},
 			LoginFailure: Rate{Burst: 3, PerSecond: 1.0 / 60},
 			Claim:        Rate{Burst: 6, PerSecond: 1.0 / 600},
+			RemoteLookup: Rate{Burst: 30, PerSecond: 2},
 		},
 		GRPC:                 DefaultGRPCLimits(),
 		IdempotencyRetention: 30 * 24 * time.Hour,
+		OutboxTTL:            30 * 24 * time.Hour,
+		FederationRetention:  31 * 24 * time.Hour,
 	}
 }
 

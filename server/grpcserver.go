@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -128,4 +129,27 @@ func (n *Node) NewAdminServer(creds credentials.TransportCredentials) *grpc.Serv
 	adminv1.RegisterAdminServiceServer(s, &adminService{n: n})
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	return s
+}
+
+// FederationTimeout is the deadline of every call on the federation
+// listener: a transaction of up to 100 envelopes commits well within it.
+const FederationTimeout = 30 * time.Second
+
+// FederationServerOptions returns the options of the federation
+// listener's gRPC server, built by cmd/valised around the federation
+// package's service: the limits l, panic recovery, error mapping, one log
+// line per failed call and the request metrics, then the interceptors
+// given (the federation service's per-peer limits). The caller adds the
+// transport credentials.
+func (n *Node) FederationServerOptions(l GRPCLimits, unary ...grpc.UnaryServerInterceptor) []grpc.ServerOption {
+	ic := &interceptors{
+		log:      n.log.With("component", "federation.listener"),
+		metrics:  n.metrics,
+		timeout:  FederationTimeout,
+		noLogFor: map[codes.Code]bool{codes.Canceled: true},
+	}
+	return append(ServerOptions(l),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{ic.unary}, unary...)...),
+		grpc.ChainStreamInterceptor(ic.stream),
+	)
 }

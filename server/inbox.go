@@ -36,13 +36,14 @@ func (n *Node) Send(ctx context.Context, c Caller, idempotencyKey string, envs [
 		SenderDevice:   c.Device,
 		IdempotencyKey: idempotencyKey,
 		ServerTime:     now,
+		ExpireTime:     now.Add(n.cfg.OutboxTTL),
 		Envelopes:      make([]storage.NewEnvelope, len(envs)),
 	}
 	for i, e := range envs {
 		if len(e.Ciphertext) == 0 || len(e.Ciphertext) > n.cfg.MaxCiphertextBytes {
 			return nil, valise.Errorf(valise.KindInvalid, "envelope %d: ciphertext must be 1 to %d bytes, got %d", i, n.cfg.MaxCiphertextBytes, len(e.Ciphertext))
 		}
-		local, err := n.localUser(e.RecipientUser)
+		u, remote, err := n.remoteUser(e.RecipientUser)
 		if err != nil {
 			return nil, fmt.Errorf("envelope %d: %w", i, err)
 		}
@@ -50,9 +51,13 @@ func (n *Node) Send(ctx context.Context, c Caller, idempotencyKey string, envs [
 		if err != nil {
 			return nil, fmt.Errorf("envelope %d: %w", i, err)
 		}
-		op.Envelopes[i] = storage.NewEnvelope{ID: valise.NewEnvelopeID(now), Recipient: local, RecipientDevice: dev, Ciphertext: e.Ciphertext}
+		env := storage.NewEnvelope{ID: valise.NewEnvelopeID(now), Recipient: u.Localpart, RecipientDevice: dev, Ciphertext: e.Ciphertext}
+		if remote != nil {
+			env.RecipientNode = u.Node
+		}
+		op.Envelopes[i] = env
 	}
-	if ok, d := n.send.allow(string(c.Device)); !ok {
+	if ok, d := n.send.Allow(string(c.Device)); !ok {
 		return nil, valise.Exhausted(d, "this device sends too fast")
 	}
 	// The writer wakes the recipients' streams after the commit (see

@@ -69,6 +69,8 @@ func (m *memInbox) InboxDepth(context.Context) (int64, error) { return 0, nil }
 
 func (m *memInbox) PruneIdempotency(context.Context, time.Time) (int64, error) { return 0, nil }
 
+func (m *memInbox) PruneFederation(context.Context, time.Time) (int64, error) { return 0, nil }
+
 func newTestNode(t *testing.T, store storage.Store) *Node {
 	t.Helper()
 	n := NewNode(Config{Node: "localhost", Password: cheap}, store, nil, slog.New(slog.DiscardHandler))

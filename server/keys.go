@@ -64,19 +64,28 @@ func (n *Node) CountOneTimeKeys(ctx context.Context, c Caller) (int, error) {
 	return count, notFound(err, "device not found")
 }
 
-// GetDeviceKeys returns the published keys of a user's devices.
-func (n *Node) GetDeviceKeys(ctx context.Context, user string) (valise.UserID, []valise.DeviceKeys, error) {
-	local, err := n.localUser(user)
+// GetDeviceKeys returns the published keys of a user's devices; for a
+// user of another node, as that node signed them.
+func (n *Node) GetDeviceKeys(ctx context.Context, c Caller, user string) (valise.UserID, []valise.DeviceKeys, error) {
+	u, remote, err := n.remoteUser(user)
 	if err != nil {
 		return valise.UserID{}, nil, err
 	}
-	keys, err := n.store.GetDeviceKeys(ctx, local)
-	return n.userID(local), keys, err
+	if remote != nil {
+		if ok, d := n.remoteLookup.Allow(string(c.Device)); !ok {
+			return valise.UserID{}, nil, valise.Exhausted(d, "too many key lookups on other nodes from this device")
+		}
+		keys, err := remote.DeviceKeys(ctx, u)
+		return u, keys, err
+	}
+	keys, err := n.store.GetDeviceKeys(ctx, u.Localpart)
+	return u, keys, err
 }
 
-// ClaimOneTimeKey hands out one prekey of a device to the caller.
+// ClaimOneTimeKey hands out one prekey of a device to the caller; for a
+// device of another node, claimed there on the caller's behalf.
 func (n *Node) ClaimOneTimeKey(ctx context.Context, c Caller, user, device string) (valise.PreKey, bool, error) {
-	local, err := n.localUser(user)
+	u, remote, err := n.remoteUser(user)
 	if err != nil {
 		return valise.PreKey{}, false, err
 	}
@@ -84,12 +93,24 @@ func (n *Node) ClaimOneTimeKey(ctx context.Context, c Caller, user, device strin
 	if err != nil {
 		return valise.PreKey{}, false, err
 	}
+	if remote != nil {
+		// The claim limit applies here too, so a device cannot make this
+		// node exhaust its standing with the peer.
+		if ok, d := n.claim.Allow(string(c.Device) + "|" + u.String() + "|" + string(id)); !ok {
+			return valise.PreKey{}, false, valise.Exhausted(d, "too many one-time key claims for this device")
+		}
+		if ok, d := n.remoteLookup.Allow(string(c.Device)); !ok {
+			return valise.PreKey{}, false, valise.Exhausted(d, "too many key lookups on other nodes from this device")
+		}
+		return remote.ClaimOneTimeKey(ctx, n.userID(c.User), c.Device, u, id)
+	}
+	local := u.Localpart
 	// Only existing devices get a rate-limit bucket, so made-up device ids
 	// cannot fill the limiter.
 	if _, err := n.store.GetDevice(ctx, local, id); err != nil {
 		return valise.PreKey{}, false, notFound(err, "device %s of %s not found or has no keys", id, n.userID(local))
 	}
-	if ok, d := n.claim.allow(string(c.Device) + "|" + local + "|" + string(id)); !ok {
+	if ok, d := n.claim.Allow(string(c.Device) + "|" + local + "|" + string(id)); !ok {
 		return valise.PreKey{}, false, valise.Exhausted(d, "too many one-time key claims for this device")
 	}
 	k, fallback, err := n.store.ClaimOneTimeKey(ctx, local, id)

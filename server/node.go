@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/valise-im/valise"
+	"github.com/valise-im/valise/internal/ratelimit"
 	"github.com/valise-im/valise/storage"
 	"github.com/valise-im/valise/storage/groupcommit"
 )
@@ -23,8 +24,8 @@ type Node struct {
 	metrics *Metrics
 	now     func() time.Time
 
-	loginAddr, loginAccount, loginFailure *keyedLimiter
-	send, claim                           *keyedLimiter
+	loginAddr, loginAccount, loginFailure *ratelimit.Keyed
+	send, claim, remoteLookup             *ratelimit.Keyed
 	// hashSem bounds concurrent argon2id computations (each uses
 	// Password.MemoryK of memory).
 	hashSem chan struct{}
@@ -54,11 +55,12 @@ func NewNode(cfg Config, store storage.Store, metrics *Metrics, log *slog.Logger
 	}
 	n.writer = groupcommit.New(store, groupcommit.Config{Observe: metrics.observeCommit, Committed: n.committed},
 		n.log.With("component", "server.groupcommit"))
-	n.loginAddr = newKeyedLimiter(cfg.Limits.Login, n.now)
-	n.loginAccount = newKeyedLimiter(cfg.Limits.Login, n.now)
-	n.loginFailure = newKeyedLimiter(cfg.Limits.LoginFailure, n.now)
-	n.send = newKeyedLimiter(cfg.Limits.Send, n.now)
-	n.claim = newKeyedLimiter(cfg.Limits.Claim, n.now)
+	n.loginAddr = ratelimit.NewKeyed(cfg.Limits.Login, n.now)
+	n.loginAccount = ratelimit.NewKeyed(cfg.Limits.Login, n.now)
+	n.loginFailure = ratelimit.NewKeyed(cfg.Limits.LoginFailure, n.now)
+	n.send = ratelimit.NewKeyed(cfg.Limits.Send, n.now)
+	n.claim = ratelimit.NewKeyed(cfg.Limits.Claim, n.now)
+	n.remoteLookup = ratelimit.NewKeyed(cfg.Limits.RemoteLookup, n.now)
 	n.dummyHash = HashPassword(cfg.Password, "valise-dummy-password")
 	metrics.setStreams(n.hub.streams)
 	metrics.setInboxDepth(store.InboxDepth)
@@ -94,21 +96,41 @@ func withDefaults(c Config) Config {
 	if c.IdempotencyRetention <= 0 {
 		c.IdempotencyRetention = d.IdempotencyRetention
 	}
+	if c.OutboxTTL <= 0 {
+		c.OutboxTTL = d.OutboxTTL
+	}
+	if c.FederationRetention <= 0 {
+		c.FederationRetention = d.FederationRetention
+	}
+	c.FederationRetention = max(c.FederationRetention, c.OutboxTTL)
 	return c
 }
 
-// committed wakes the streams of every device a commit wrote to. The
-// writer calls it, not Send, so a sender whose context ended while its
-// send was committing does not leave the recipients' streams asleep.
+// committed wakes the streams of every device a commit wrote to and the
+// senders of every destination it queued for. The writer calls it, not
+// Send, so a sender whose context ended while its send was committing
+// does not leave the recipients' streams asleep.
 func (n *Node) committed(sends []storage.SendResult) {
+	var dests []valise.NodeName
 	for _, r := range sends {
 		if r.Err != nil {
 			continue
 		}
-		n.metrics.envelopesAccepted.Add(float64(len(r.Deliveries)))
-		for _, d := range r.Deliveries {
-			n.hub.notify(d.User, d.Device)
-		}
+		n.Delivered(r.Deliveries)
+		dests = append(dests, r.Outbound...)
+	}
+	if len(dests) > 0 && n.cfg.Remote != nil {
+		n.cfg.Remote.Queued(dests)
+	}
+}
+
+// Delivered wakes the inbox streams of the devices ds wrote to. The
+// federation calls it after committing envelopes from other nodes or
+// delivery-failure notices; it does not block.
+func (n *Node) Delivered(ds []storage.Delivery) {
+	n.metrics.envelopesAccepted.Add(float64(len(ds)))
+	for _, d := range ds {
+		n.hub.notify(d.User, d.Device)
 	}
 }
 
@@ -138,8 +160,25 @@ func (n *Node) StopStreams() { n.stoppingOnce.Do(func() { close(n.stopping) }) }
 // Name returns the node's name.
 func (n *Node) Name() valise.NodeName { return n.cfg.Node }
 
+// remoteUser parses s as a user of this or another node. For a user of
+// another node it returns the Remote to reach it, or why it cannot be
+// reached.
+func (n *Node) remoteUser(s string) (valise.UserID, Remote, error) {
+	u, err := valise.ParseUserID(s, n.cfg.Node)
+	if err != nil || u.Node == n.cfg.Node {
+		return u, nil, err
+	}
+	if n.cfg.Remote == nil {
+		return u, nil, valise.Errorf(valise.KindNotFound, "user %s is on another node and federation is not enabled", u)
+	}
+	if err := n.cfg.Remote.CheckDestination(u.Node); err != nil {
+		return u, nil, err
+	}
+	return u, n.cfg.Remote, nil
+}
+
 // localUser parses s as a user of this node. A user of another node is
-// NotFound while federation is off.
+// NotFound.
 func (n *Node) localUser(s string) (string, error) {
 	u, err := valise.ParseUserID(s, n.cfg.Node)
 	if err != nil {

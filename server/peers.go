@@ -12,6 +12,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valise-im/valise"
 	"github.com/valise-im/valise/storage"
@@ -45,6 +46,13 @@ func checkPeerAddress(addr string) error {
 		return valise.Errorf(valise.KindInvalid, "peer address must be HOST:PORT")
 	}
 	return nil
+}
+
+// CheckPeerCABundle checks a peer's CA bundle as AddPeer does and returns
+// it re-encoded as PEM with the number of CA certificates it holds.
+func CheckPeerCABundle(bundle []byte) ([]byte, int, error) {
+	certs, out, err := parseCABundle(bundle)
+	return out, len(certs), err
 }
 
 // parseCABundle checks a peer's CA bundle (valise.ParseCABundle) and its
@@ -111,9 +119,77 @@ func (n *Node) AddPeer(ctx context.Context, actor, name, address string, caBundl
 	return rec, nil
 }
 
-// ListPeers lists peers after the given name.
-func (n *Node) ListPeers(ctx context.Context, after valise.NodeName, limit int) ([]storage.Peer, error) {
-	return n.store.ListPeers(ctx, after, limit)
+// PeerInfo is a peer with the state of this node's deliveries to it.
+type PeerInfo struct {
+	storage.Peer
+	// State is "idle", "delivering", "retrying" or "blocked".
+	State    string
+	Queue    storage.OutboxStat
+	Delivery storage.DeliveryState
+}
+
+// ListPeers lists peers after the given name, with their delivery state.
+func (n *Node) ListPeers(ctx context.Context, after valise.NodeName, limit int) ([]PeerInfo, error) {
+	peers, err := n.store.ListPeers(ctx, after, limit)
+	if err != nil || len(peers) == 0 {
+		return nil, err
+	}
+	stats, err := n.store.OutboxStats(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list peers: %w", err)
+	}
+	queues := make(map[valise.NodeName]storage.OutboxStat, len(stats))
+	for _, s := range stats {
+		queues[s.Destination] = s
+	}
+	out := make([]PeerInfo, len(peers))
+	for i, p := range peers {
+		st, err := n.store.GetDeliveryState(ctx, p.Name)
+		if err != nil {
+			return nil, fmt.Errorf("list peers: %w", err)
+		}
+		info := PeerInfo{Peer: p, Queue: queues[p.Name], Delivery: st}
+		switch {
+		case p.Blocked:
+			info.State = "blocked"
+		case info.Queue.Depth == 0:
+			info.State = "idle"
+		case st.Failures > 0:
+			info.State = "retrying"
+		default:
+			info.State = "delivering"
+		}
+		out[i] = info
+	}
+	return out, nil
+}
+
+// RetryPeer makes the sender for a peer try again now.
+func (n *Node) RetryPeer(ctx context.Context, actor, name string) error {
+	p, err := valise.ParseNodeName(name)
+	if err != nil {
+		return err
+	}
+	if n.cfg.Remote == nil {
+		return valise.Errorf(valise.KindPrecondition, "federation is off on this node")
+	}
+	if _, err := n.store.GetPeer(ctx, p); err != nil {
+		return notFound(err, "peer %s not found", p)
+	}
+	st, err := n.store.GetDeliveryState(ctx, p)
+	if err != nil {
+		return fmt.Errorf("retry peer: %w", err)
+	}
+	st.NextAttempt = time.Time{}
+	if err := n.store.SetDeliveryState(ctx, p, st); err != nil {
+		return fmt.Errorf("retry peer: %w", err)
+	}
+	if _, err := n.store.AppendAudit(ctx, *n.audit(actor, "peer.retry", string(p), "")); err != nil {
+		return fmt.Errorf("retry peer: %w", err)
+	}
+	n.cfg.Remote.Retry(p)
+	n.log.InfoContext(ctx, "peer retry requested", "peer", string(p), "actor", actor)
+	return nil
 }
 
 // SetPeerBlocked blocks or unblocks a peer.

@@ -14,13 +14,21 @@ import (
 )
 
 // pruneStore is a storage.Store that records PruneIdempotency calls on
-// calls and answers each with deleted and err. Other methods are not
-// implemented.
+// calls (and PruneFederation calls on fedCalls, if set) and answers each
+// with deleted and err. Other methods are not implemented.
 type pruneStore struct {
 	storage.Store
-	calls   chan time.Time
-	deleted int64
-	err     error
+	calls    chan time.Time
+	fedCalls chan time.Time
+	deleted  int64
+	err      error
+}
+
+func (p *pruneStore) PruneFederation(_ context.Context, before time.Time) (int64, error) {
+	if p.fedCalls != nil {
+		p.fedCalls <- before
+	}
+	return p.deleted, p.err
 }
 
 func (p *pruneStore) PruneIdempotency(_ context.Context, before time.Time) (int64, error) {
@@ -61,13 +69,16 @@ func newPruneNode(t *testing.T, store *pruneStore, retention time.Duration) (*No
 // TestRunPrunesAtStartAndStops checks that Run prunes once as it starts,
 // with the cutoff now - retention, and returns when its context ends.
 func TestRunPrunesAtStartAndStops(t *testing.T) {
-	store := &pruneStore{calls: make(chan time.Time, 1), deleted: 7}
+	store := &pruneStore{calls: make(chan time.Time, 1), fedCalls: make(chan time.Time, 1), deleted: 7}
 	n, logs := newPruneNode(t, store, 48*time.Hour)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
 	if got, want := <-store.calls, n.now().Add(-48*time.Hour); !got.Equal(want) {
 		t.Errorf("PruneIdempotency cutoff: got %v, want %v", got, want)
+	}
+	if got, want := <-store.fedCalls, n.now().Add(-DefaultConfig().FederationRetention); !got.Equal(want) {
+		t.Errorf("PruneFederation cutoff: got %v, want %v", got, want)
 	}
 	cancel()
 	if err := <-done; err != nil {

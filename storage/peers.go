@@ -38,6 +38,11 @@ type Peers interface {
 	// the peer does not exist; setting the state the peer already has
 	// succeeds and still records audit.
 	SetPeerBlocked(ctx context.Context, name valise.NodeName, blocked bool, audit *AuditRecord) error
+	// UpdatePeer replaces the Address and CABundle of the peer p.Name,
+	// setting UpdatedAt (now if zero), and appends audit, if not nil, in
+	// the same transaction; Blocked and CreatedAt stay. ErrNotFound if the
+	// peer does not exist.
+	UpdatePeer(ctx context.Context, p Peer, audit *AuditRecord) error
 	// RemovePeer deletes a peer and appends audit, if not nil, in the same
 	// transaction. ErrNotFound if the peer does not exist.
 	RemovePeer(ctx context.Context, name valise.NodeName, audit *AuditRecord) error

@@ -1,6 +1,6 @@
 // Package storage defines the Store that the rest of a Valise node needs:
 // small per-aggregate interfaces (Users, Devices, Keys, Inboxes, Audit,
-// Peers) composed into Store, the optional Events of shared stores, the
+// Peers, Federation) composed into Store, the optional Events of shared stores, the
 // records they hold, and the sentinel errors every
 // backend returns.
 //
@@ -41,6 +41,7 @@ type Store interface {
 	Inboxes
 	Audit
 	Peers
+	Federation
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources. Calls after Close fail.
@@ -148,8 +149,12 @@ type Keys interface {
 
 // NewEnvelope is one envelope of a send, with its id already chosen.
 type NewEnvelope struct {
-	ID              valise.EnvelopeID
-	Recipient       string // localpart of a local user
+	ID valise.EnvelopeID
+	// RecipientNode is empty for a user of this node. Otherwise the
+	// envelope is for a user of that node: it is queued in the outbox for
+	// that destination (see Federation) and no local inbox is touched.
+	RecipientNode   valise.NodeName
+	Recipient       string // the recipient's localpart
 	RecipientDevice valise.DeviceID
 	Ciphertext      []byte
 }
@@ -160,7 +165,11 @@ type SendOp struct {
 	SenderDevice   valise.DeviceID
 	IdempotencyKey string
 	ServerTime     time.Time
-	Envelopes      []NewEnvelope
+	// ExpireTime is when the send's envelopes for other nodes are given up
+	// if not delivered (the outbox time to live). Required when any
+	// envelope has a RecipientNode.
+	ExpireTime time.Time
+	Envelopes  []NewEnvelope
 }
 
 // Delivery says that an envelope landed in a device's inbox at cursor.
@@ -178,11 +187,16 @@ type SendResult struct {
 	// Replayed is true when the idempotency key had been used: nothing new
 	// was stored.
 	Replayed bool
-	// Deliveries lists the inbox rows written (none for a replay).
+	// Deliveries lists the inbox rows written (none for a replay); local
+	// recipients only.
 	Deliveries []Delivery
+	// Outbound lists, once each, the destinations whose outbox this send
+	// wrote to (none for a replay).
+	Outbound []valise.NodeName
 	// Err is why this send alone was refused, a *valise.Error: an unknown
-	// recipient user or device (KindNotFound) or a deactivated recipient
-	// (KindPermission). Nothing of the send was stored.
+	// local recipient user or device (KindNotFound) or a deactivated local
+	// recipient (KindPermission). Recipients on other nodes are not
+	// checked here. Nothing of the send was stored.
 	Err error
 }
 
@@ -217,11 +231,14 @@ type Inboxes interface {
 	// deletes the device's envelopes with cursor <= Cursor that earlier
 	// commits stored (acks apply before the batch's sends, so an ack never
 	// deletes an envelope of its own batch); acking an unknown device or
-	// past the inbox end is not an error. If CommitBatch
-	// returns an error, nothing was committed.
+	// past the inbox end is not an error. Envelopes with a RecipientNode
+	// are appended to that destination's outbox (see Federation) in the
+	// same transaction, in request order after everything committed
+	// before. If CommitBatch returns an error, nothing was committed.
 	CommitBatch(ctx context.Context, b *Batch) (*BatchResult, error)
 	// ReadInbox returns up to limit envelopes of the device with cursor >
-	// after, in cursor order.
+	// after, in cursor order. Delivery-failure notices come back with
+	// Failure set (see Federation.FinishOutbox).
 	ReadInbox(ctx context.Context, user string, device valise.DeviceID, after uint64, limit int) ([]valise.Envelope, error)
 	// InboxDepth returns how many envelopes wait in all inboxes.
 	InboxDepth(ctx context.Context) (int64, error)

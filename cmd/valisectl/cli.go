@@ -51,6 +51,7 @@ func commands() []command {
 		{"peer block", 1, false, peerBlock},
 		{"peer unblock", 1, false, peerUnblock},
 		{"peer remove", 1, false, peerRemove},
+		{"peer retry", 1, false, peerRetry},
 	}
 }
 

@@ -128,6 +128,18 @@ func (f *fakeAdmin) RemovePeer(_ context.Context, req *adminv1.RemovePeerRequest
 	return &adminv1.RemovePeerResponse{}, nil
 }
 
+func (f *fakeAdmin) RetryPeer(_ context.Context, req *adminv1.RetryPeerRequest) (*adminv1.RetryPeerResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["RetryPeer"]++
+	n, err := f.peerName(req.GetName(), true)
+	if err != nil {
+		return nil, err
+	}
+	f.event("peer.retry", n, "")
+	return &adminv1.RetryPeerResponse{}, nil
+}
+
 // peerNames returns the fake's peers, sorted.
 func (f *fakeAdmin) peerNames() []string {
 	f.mu.Lock()

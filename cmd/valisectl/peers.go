@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
 )
@@ -83,13 +84,27 @@ func peerList(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if c.g.json {
 			return printJSON(c.stdout, &adminv1.ListPeersResponse{Peers: peers, NextPageToken: next})
 		}
-		t := newTable(c.stdout, "PEER", "ADDRESS", "STATE", "CA SHA-256", "CREATED", "UPDATED")
+		t := newTable(c.stdout, "PEER", "ADDRESS", "STATE", "QUEUED", "OLDEST", "LAST SUCCESS", "NEXT RETRY", "LAST ERROR", "CA SHA-256")
+		now := time.Now()
 		for _, p := range peers {
-			state := "listed"
-			if p.GetBlocked() {
-				state = "blocked"
+			d := p.GetDelivery()
+			state := d.GetState()
+			if d == nil { // a node that does not report deliveries
+				state = "listed"
+				if p.GetBlocked() {
+					state = "blocked"
+				}
 			}
-			t.row(p.GetName(), p.GetAddress(), state, strings.Join(p.GetCaFingerprints(), ","), fmtTime(p.GetCreatedTime()), fmtTime(p.GetUpdatedTime()))
+			oldest := "-"
+			if ts := d.GetOldestQueuedTime(); ts != nil {
+				oldest = now.Sub(ts.AsTime()).Truncate(time.Second).String()
+			}
+			lastErr := "-"
+			if e := d.GetLastError(); e != "" {
+				lastErr = fmt.Sprintf("%s (%d in a row, %s)", e, d.GetConsecutiveFailures(), fmtTime(d.GetLastErrorTime()))
+			}
+			t.row(p.GetName(), p.GetAddress(), state, fmt.Sprint(d.GetQueueDepth()), oldest,
+				fmtTime(d.GetLastSuccessTime()), fmtTime(d.GetNextAttemptTime()), lastErr, strings.Join(p.GetCaFingerprints(), ","))
 		}
 		err = t.flush()
 		c.moreHint(next)
@@ -112,6 +127,15 @@ func peerUnblock(*flag.FlagSet) func(context.Context, *cli, []string) error {
 			return c.admin.UnblockPeer(ctx, &adminv1.UnblockPeerRequest{Name: args[0]})
 		})
 		return c.done(resp, err, "unblocked peer %s", args[0])
+	}
+}
+
+func peerRetry(*flag.FlagSet) func(context.Context, *cli, []string) error {
+	return func(ctx context.Context, c *cli, args []string) error {
+		resp, err := call(ctx, c, func(ctx context.Context) (*adminv1.RetryPeerResponse, error) {
+			return c.admin.RetryPeer(ctx, &adminv1.RetryPeerRequest{Name: args[0]})
+		})
+		return c.done(resp, err, "retrying deliveries to peer %s now", args[0])
 	}
 }
 

@@ -141,6 +141,7 @@ func TestPeerBlockUnblockRemove(t *testing.T) {
 	for _, step := range []struct{ verb, want string }{
 		{"block", "blocked peer b.example\n"},
 		{"unblock", "unblocked peer b.example\n"},
+		{"retry", "retrying deliveries to peer b.example now\n"},
 		{"remove", "removed peer b.example\n"},
 	} {
 		if out := mustRun(t, dir, "", "peer", step.verb, "b.example"); out != step.want {
@@ -154,7 +155,7 @@ func TestPeerBlockUnblockRemove(t *testing.T) {
 		t.Errorf("audit %q lacks peer events", out)
 	}
 
-	for _, verb := range []string{"block", "unblock", "remove"} {
+	for _, verb := range []string{"block", "unblock", "retry", "remove"} {
 		code, _, stderr := runCLI(t, dir, "", "peer", verb, "b.example")
 		if want := "valisectl: peer b.example not found (NotFound)\n"; code != 1 || stderr != want {
 			t.Errorf("peer %s of a removed peer: exit %d, stderr %q; want 1, %q", verb, code, stderr, want)

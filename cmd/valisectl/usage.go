@@ -30,14 +30,19 @@ Commands:
         List another node as a federation peer, reached at HOST:PORT and
         certified by the CA certificates (PEM) in FILE.
   peer list [--page-size N] [--page-token T] [--all]
-        List the federation peers, ordered by name, with the SHA-256 of
-        each trusted CA certificate.
+        List the federation peers, ordered by name, with the state of the
+        deliveries to each (idle, delivering, retrying, blocked), envelopes
+        queued, the oldest one's age, the last success, the next retry,
+        the last error, and the SHA-256 of each trusted CA certificate.
   peer block PEER
         Block a peer: it can neither deliver to this node nor receive.
   peer unblock PEER
         Lift a peer's block.
   peer remove PEER
-        Remove a peer from the list.
+        Remove a peer from the list; envelopes queued for it are given up
+        and their senders told.
+  peer retry PEER
+        Retry deliveries to a peer now instead of waiting out the backoff.
   help
         Print this help.
 

@@ -62,8 +62,8 @@ func (f *findings) addValidation(err error) {
 // certificates must be valid at.
 func checkFiles(f *findings, dir string, cfg config.Config, now time.Time) {
 	if !f.bad["node.signing_key_file"] {
-		// checkSigningKey's errors already start with the config path.
-		if err := checkSigningKey(config.Path(dir, cfg.Node.SigningKeyFile)); err != nil {
+		// loadSigningKey's errors already start with the config path.
+		if _, err := loadSigningKey(config.Path(dir, cfg.Node.SigningKeyFile)); err != nil {
 			f.problems = append(f.problems, err.Error())
 			f.bad["node.signing_key_file"] = true
 		}

@@ -19,7 +19,7 @@ import (
 // sdkLogin logs a user in with the client SDK into a fresh state directory.
 func (n *testNode) sdkLogin(t *testing.T, user, password string, otkTarget int) *client.Client {
 	t.Helper()
-	cfg := client.Config{Server: n.ready.Client, RootCAs: n.roots, ServerName: "localhost", StateDir: filepath.Join(t.TempDir(), "state"), OneTimeKeyTarget: otkTarget}
+	cfg := client.Config{Server: n.ready.Client, RootCAs: n.roots, ServerName: n.cfg.Node.Name, StateDir: filepath.Join(t.TempDir(), "state"), OneTimeKeyTarget: otkTarget}
 	c, err := client.Login(t.Context(), cfg, user, password, "test "+user)
 	if err != nil {
 		t.Fatalf("login %s: %v", user, err)

@@ -56,7 +56,7 @@ func TestBadInput(t *testing.T) {
 			{"malformed device", &clientv1.SendEnvelopesRequest{IdempotencyKey: "f", Envelopes: []*clientv1.OutgoingEnvelope{good, env("bob", "nope", 10)}}, codes.InvalidArgument},
 			{"unknown user", &clientv1.SendEnvelopesRequest{IdempotencyKey: "g", Envelopes: []*clientv1.OutgoingEnvelope{good, env("zed", bob.id, 10)}}, codes.NotFound},
 			{"unknown device", &clientv1.SendEnvelopesRequest{IdempotencyKey: "h", Envelopes: []*clientv1.OutgoingEnvelope{good, env("bob", "DVAAAAAAAAAAAAAAAA", 10)}}, codes.NotFound},
-			{"other node", &clientv1.SendEnvelopesRequest{IdempotencyKey: "i", Envelopes: []*clientv1.OutgoingEnvelope{good, env("bob@elsewhere.example", bob.id, 10)}}, codes.NotFound},
+			{"node that is not a peer", &clientv1.SendEnvelopesRequest{IdempotencyKey: "i", Envelopes: []*clientv1.OutgoingEnvelope{good, env("bob@elsewhere.example", bob.id, 10)}}, codes.PermissionDenied},
 			{"deactivated recipient", &clientv1.SendEnvelopesRequest{IdempotencyKey: "j", Envelopes: []*clientv1.OutgoingEnvelope{good, env("carol", carol.id, 10)}}, codes.PermissionDenied},
 		}
 		for _, tc := range sends {

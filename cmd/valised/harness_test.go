@@ -63,6 +63,12 @@ func (s *syncBuffer) String() string {
 // is unset.
 func newNodeDir(t testing.TB, backend string) string {
 	t.Helper()
+	return newNamedNodeDir(t, backend, "localhost")
+}
+
+// newNamedNodeDir is newNodeDir for a node called name (its own CA).
+func newNamedNodeDir(t testing.TB, backend, name string) string {
+	t.Helper()
 	// Unix socket paths are short: keep the data directory near the root.
 	dir, err := os.MkdirTemp("", "vn")
 	if err != nil {
@@ -70,7 +76,7 @@ func newNodeDir(t testing.TB, backend string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	dir = filepath.Join(dir, "node")
-	p := initParams{Dir: dir, Name: "localhost", Client: "127.0.0.1:0", Federation: "127.0.0.1:0", Metrics: "127.0.0.1:0"}
+	p := initParams{Dir: dir, Name: name, Client: "127.0.0.1:0", Federation: "127.0.0.1:0", Metrics: "127.0.0.1:0"}
 	if backend == "postgres" {
 		p.PostgresDN = pgtest.DSN(t)
 	}
@@ -165,7 +171,7 @@ func (n *testNode) stop() {
 
 // tlsConfig is what a client of the node uses: TLS 1.3, the node's CA.
 func (n *testNode) tlsConfig() *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: n.roots, ServerName: "localhost"}
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: n.roots, ServerName: n.cfg.Node.Name}
 }
 
 // dial opens a client connection to the node's client listener.

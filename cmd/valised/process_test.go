@@ -239,7 +239,7 @@ func (p *proc) clientConn(t *testing.T) *grpc.ClientConn {
 	if !roots.AppendCertsFromPEM(ca) {
 		t.Fatal("ca.crt holds no certificate")
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: "localhost"}
+	tc := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: p.name(t)}
 	conn, err := grpc.NewClient(p.clientAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
 		t.Fatal(err)
@@ -607,4 +607,14 @@ func snapshot(t *testing.T, dir string) map[string]string {
 		files[e.Name()] = fi.Mode().String() + "\n" + string(b)
 	}
 	return files
+}
+
+// name returns the node name in the process's config file.
+func (p *proc) name(t *testing.T) string {
+	t.Helper()
+	cfg, err := config.Load(p.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Node.Name
 }

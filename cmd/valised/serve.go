@@ -33,19 +33,19 @@ import (
 	"github.com/valise-im/valise/internal/backend"
 	"github.com/valise-im/valise/internal/config"
 	"github.com/valise-im/valise/internal/pki"
+	"github.com/valise-im/valise/internal/ratelimit"
 	"github.com/valise-im/valise/server"
+	"github.com/valise-im/valise/storage"
 )
 
 const devDir = "valise-dev"
 
-// The federation listener's bounds that differ from the client listener's,
-// and how often the peer list is re-read (changes made through other
-// replicas sharing the database) and the node certificate files are checked
-// for a rotation.
+// How often the peer list is re-read (changes made through other replicas
+// sharing the database) and the node certificate files are checked for a
+// rotation.
 const (
-	federationMaxRecvMsgBytes = 5 << 20
-	peerReloadInterval        = 30 * time.Second
-	certReloadInterval        = 10 * time.Second
+	peerReloadInterval = 30 * time.Second
+	certReloadInterval = 10 * time.Second
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -122,7 +122,8 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		return err
 	}
 	defer unlock()
-	if err := checkSigningKey(config.Path(dir, cfg.Node.SigningKeyFile)); err != nil {
+	signingKey, err := loadSigningKey(config.Path(dir, cfg.Node.SigningKeyFile))
+	if err != nil {
 		return err
 	}
 	// One reloader serves every listener: a rotated node.crt/node.key
@@ -148,14 +149,38 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	// Peer trust: the federation listener accepts only listed, unblocked
 	// peers, each proven by its own CA; admin changes reload it at once,
 	// and a periodic reload picks up changes made through other replicas.
+	if err := syncConfigPeers(ctx, dir, cfg, store, log); err != nil {
+		return err
+	}
 	trust := federation.NewTrust(name, store, log)
 	if err := trust.Reload(ctx); err != nil {
 		return fmt.Errorf("federation: load peers: %w", err)
 	}
+	// The node and the federation call each other: the node queues for
+	// the senders and looks up remote keys through outbound; the senders
+	// and the federation service wake the node's inbox streams.
+	var node *server.Node
+	delivered := func(ds []storage.Delivery) { node.Delivered(ds) }
+	fc := cfg.Federation
+	outbound := federation.NewOutbound(federation.OutboundConfig{
+		Self:           name,
+		Store:          store,
+		Trust:          trust,
+		Cert:           certs.GetCertificate,
+		BatchEnvelopes: fc.BatchEnvelopes,
+		BatchBytes:     fc.BatchBytes,
+		TTL:            fc.OutboxTTL.D(),
+		BackoffMin:     fc.BackoffMin.D(),
+		BackoffMax:     fc.BackoffMax.D(),
+		Delivered:      delivered,
+		Log:            log.With("component", "federation.outbound"),
+		Registerer:     reg,
+	})
 	scfg := cfg.Server()
 	scfg.Node = name
 	scfg.PeersChanged = trust.Reload
-	node := server.NewNode(scfg, store, server.NewMetrics(reg), log)
+	scfg.Remote = outbound
+	node = server.NewNode(scfg, store, server.NewMetrics(reg), log)
 
 	// Every listener is closed on the way out, also when a later one fails
 	// to open (closing one a server already closed is harmless).
@@ -193,11 +218,33 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		}
 		opened = append(opened, lis)
 		limits := scfg.GRPC
-		limits.MaxRecvMsgBytes = federationMaxRecvMsgBytes
-		fed := grpc.NewServer(append(server.ServerOptions(limits),
+		limits.MaxRecvMsgBytes = fc.MaxRecvMsgBytes
+		svc := federation.NewService(federation.ServiceConfig{
+			Self:   name,
+			Store:  store,
+			Trust:  trust,
+			Signer: federation.NewSigner(signingKey),
+			Limits: federation.Limits{
+				MaxBatchEnvelopes:  fc.BatchEnvelopes,
+				MaxBatchBytes:      fc.BatchBytes,
+				MaxCiphertextBytes: cfg.Limits.MaxCiphertextBytes,
+				DedupWindow:        fc.Retention.D(),
+				PeerRate:           ratelimit.Rate(fc.PeerRate),
+				PeerConcurrency:    fc.PeerConcurrency,
+				KeyQueryRate:       ratelimit.Rate(fc.KeyQueryRate),
+				ClaimRate:          ratelimit.Rate(cfg.Limits.Claim),
+				PeerClaimRate:      ratelimit.Rate(fc.PeerClaimRate),
+			},
+			Delivered:  delivered,
+			Contact:    outbound.Contact,
+			Log:        log.With("component", "federation.service"),
+			Registerer: reg,
+		})
+		// The handshake enforces closed federation (ServerTLS); every call
+		// then checks its origin and the per-peer limits.
+		fed := grpc.NewServer(append(node.FederationServerOptions(limits, svc.UnaryInterceptor()),
 			grpc.Creds(credentials.NewTLS(trust.ServerTLS(certs.GetCertificate))))...)
-		// Only health for now: the FederationService comes with the
-		// outbound queue. The handshake already enforces closed federation.
+		svc.Register(fed)
 		healthpb.RegisterHealthServer(fed, health.NewServer())
 		servers = append(servers, fed)
 		listeners = append(listeners, lis)
@@ -236,6 +283,12 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	defer stopWriter()
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- node.Run(writerCtx) }()
+	// The senders stop with the servers; whatever they did not deliver
+	// stays in the outbox for the next start (or another replica).
+	outboundCtx, stopOutbound := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOutbound()
+	outboundDone := make(chan error, 1)
+	go func() { outboundDone <- outbound.Run(outboundCtx) }()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -290,6 +343,10 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		return nil
 	})
 	err = g.Wait()
+	stopOutbound()
+	if oerr := <-outboundDone; oerr != nil && err == nil {
+		err = fmt.Errorf("federation: %w", oerr)
+	}
 	stopWriter()
 	<-writerDone
 	os.Remove(adminLis.Addr().String())
@@ -343,23 +400,25 @@ func listenUnix(path string) (net.Listener, error) {
 	return lis, nil
 }
 
-func checkSigningKey(path string) error {
+// loadSigningKey reads the node's Ed25519 signing key (PKCS #8 PEM).
+func loadSigningKey(path string) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("node.signing_key_file: %w", err)
+		return nil, fmt.Errorf("node.signing_key_file: %w", err)
 	}
 	block, _ := pem.Decode(b)
 	if block == nil {
-		return fmt.Errorf("node.signing_key_file: %s holds no PEM key", path)
+		return nil, fmt.Errorf("node.signing_key_file: %s holds no PEM key", path)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
 	if err != nil {
-		return fmt.Errorf("node.signing_key_file: %w", err)
+		return nil, fmt.Errorf("node.signing_key_file: %w", err)
 	}
-	if _, ok := k.(ed25519.PrivateKey); !ok {
-		return fmt.Errorf("node.signing_key_file: %s is not an Ed25519 key", path)
+	key, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("node.signing_key_file: %s is not an Ed25519 key", path)
 	}
-	return nil
+	return key, nil
 }
 
 func printDevBanner(w io.Writer, dir string, r ready) {

@@ -42,14 +42,15 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // Config is the whole configuration of a node. Relative file paths are
 // relative to the data directory, the directory holding the config file.
 type Config struct {
-	Node     Node     `yaml:"node"`
-	Listen   Listen   `yaml:"listen"`
-	TLS      TLS      `yaml:"tls"`
-	Storage  Storage  `yaml:"storage"`
-	Limits   Limits   `yaml:"limits"`
-	GRPC     GRPC     `yaml:"grpc"`
-	Password Password `yaml:"password"`
-	Log      Log      `yaml:"log"`
+	Node       Node       `yaml:"node"`
+	Listen     Listen     `yaml:"listen"`
+	TLS        TLS        `yaml:"tls"`
+	Storage    Storage    `yaml:"storage"`
+	Limits     Limits     `yaml:"limits"`
+	Federation Federation `yaml:"federation"`
+	GRPC       GRPC       `yaml:"grpc"`
+	Password   Password   `yaml:"password"`
+	Log        Log        `yaml:"log"`
 	// ShutdownTimeout bounds the graceful stop on SIGTERM.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
@@ -127,9 +128,55 @@ type Limits struct {
 	Login                   Rate `yaml:"login"`
 	LoginFailure            Rate `yaml:"login_failure"`
 	Claim                   Rate `yaml:"claim"`
+	// RemoteLookup bounds key lookups and claims on other nodes per
+	// device.
+	RemoteLookup Rate `yaml:"remote_lookup"`
 	// IdempotencyRetention is how long a send's idempotency record is
 	// kept; a retry after it is a new send.
 	IdempotencyRetention Duration `yaml:"idempotency_retention"`
+}
+
+// Federation configures relaying to and from peers.
+type Federation struct {
+	// OutboxTTL is how long an envelope for another node is retried before
+	// it is dead-lettered and its sender told.
+	OutboxTTL Duration `yaml:"outbox_ttl"`
+	// Retention is how long the ids of envelopes peers delivered (for
+	// deduplication), their transactions' answers and dead letters are
+	// kept; at least OutboxTTL.
+	Retention Duration `yaml:"retention"`
+	// BatchEnvelopes and BatchBytes bound one outgoing transaction and
+	// every incoming one.
+	BatchEnvelopes int `yaml:"batch_envelopes"`
+	BatchBytes     int `yaml:"batch_bytes"`
+	// BackoffMin and BackoffMax bound the retry delay after a failed
+	// delivery (exponential, with jitter).
+	BackoffMin Duration `yaml:"backoff_min"`
+	BackoffMax Duration `yaml:"backoff_max"`
+	// MaxRecvMsgBytes is the federation listener's largest request.
+	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
+	// PeerRate bounds all calls of one peer; PeerConcurrency its calls in
+	// flight; KeyQueryRate its key lookups; PeerClaimRate its one-time key
+	// claims (each requester device is also held to limits.claim).
+	PeerRate        Rate `yaml:"peer_rate"`
+	PeerConcurrency int  `yaml:"peer_concurrency"`
+	KeyQueryRate    Rate `yaml:"key_query_rate"`
+	PeerClaimRate   Rate `yaml:"peer_claim_rate"`
+	// Peers are declared here as well as with valisectl: at start the
+	// node adds each one missing from its peer list and updates the
+	// address and CA bundle of each one listed differently (a block set
+	// with valisectl stays).
+	Peers []Peer `yaml:"peers"`
+}
+
+// Peer declares a federation peer.
+type Peer struct {
+	// Name is the peer's node name.
+	Name string `yaml:"name"`
+	// Address is its federation endpoint, HOST:PORT.
+	Address string `yaml:"address"`
+	// CABundleFile holds the PEM CA certificates trusted for Name.
+	CABundleFile string `yaml:"ca_bundle_file"`
 }
 
 // GRPC holds the explicit gRPC server limits.

@@ -42,7 +42,7 @@ listen:
   # too). Env: VALISE_CLIENT_ADDR.
   client: {{.Client}}
   # Federation listener (mutual TLS 1.3; only listed, unblocked peers
-  # proven by their own CA). Serves gRPC health until delivery lands.
+  # proven by their own CA): FederationService and gRPC health.
   federation: {{.Federation}}
   # Prometheus metrics over plain HTTP at /metrics; "" turns it off.
   # Env: VALISE_METRICS_ADDR.
@@ -101,10 +101,53 @@ limits:
   claim:
     burst: 6
     per_second: 0.0016666666666666668
+  # Key lookups and one-time key claims on other nodes per device.
+  remote_lookup:
+    burst: 30
+    per_second: 2
   # How long a send's idempotency record is kept: a retry with the same key
   # within it gets the first answer and stores nothing; after it, the retry
   # is a new send. Older records are pruned every hour.
   idempotency_retention: 720h0m0s
+
+federation:
+  # How long an envelope for another node is retried before it is
+  # dead-lettered and the sending device gets a delivery-failure notice.
+  outbox_ttl: 720h0m0s
+  # How long the ids of envelopes peers delivered (deduplication), their
+  # transactions' answers and dead letters are kept; at least outbox_ttl.
+  # A peer's envelope older than this is refused as expired.
+  retention: 744h0m0s
+  # Most envelopes and ciphertext bytes in one transaction, sent or received.
+  batch_envelopes: 100
+  batch_bytes: 4194304
+  # Retry delay after a failed delivery: doubling from backoff_min to
+  # backoff_max, with jitter; reset when the peer contacts this node.
+  backoff_min: 1s
+  backoff_max: 5m0s
+  # Largest request on the federation listener, in bytes.
+  max_recv_msg_bytes: 5242880
+  # Per peer: all calls (token bucket), calls in flight, key lookups and
+  # one-time key claims.
+  peer_rate:
+    burst: 200
+    per_second: 100
+  peer_concurrency: 16
+  key_query_rate:
+    burst: 100
+    per_second: 20
+  peer_claim_rate:
+    burst: 100
+    per_second: 10
+  # Peers declared here are added to the peer list at start (or their
+  # address and CA bundle updated); valisectl peer add/block/remove manage
+  # the same list at run time. Federation is closed: only listed, unblocked
+  # peers deliver to or receive from this node. Example:
+  #   peers:
+  #     - name: b.example
+  #       address: b.example:7444
+  #       ca_bundle_file: peers/b.example-ca.pem
+  peers: []
 
 grpc:
   # Largest request message, in bytes (a whole SendEnvelopes call).

@@ -89,14 +89,18 @@ func (c Config) Validate(dir string, files bool) error {
 	if c.Limits.MaxOneTimeKeysPerUpload > c.Limits.MaxOneTimeKeysStored {
 		add("limits.max_one_time_keys_per_upload", "must not exceed limits.max_one_time_keys_stored")
 	}
-	for name, r := range map[string]Rate{"send": c.Limits.Send, "login": c.Limits.Login, "login_failure": c.Limits.LoginFailure, "claim": c.Limits.Claim} {
+	for name, r := range map[string]Rate{"limits.send": c.Limits.Send, "limits.login": c.Limits.Login,
+		"limits.login_failure": c.Limits.LoginFailure, "limits.claim": c.Limits.Claim, "limits.remote_lookup": c.Limits.RemoteLookup,
+		"federation.peer_rate": c.Federation.PeerRate, "federation.key_query_rate": c.Federation.KeyQueryRate,
+		"federation.peer_claim_rate": c.Federation.PeerClaimRate} {
 		if r.Burst < 1 {
-			add("limits."+name+".burst", "must be at least 1, got %d", r.Burst)
+			add(name+".burst", "must be at least 1, got %d", r.Burst)
 		}
 		if r.PerSecond <= 0 {
-			add("limits."+name+".per_second", "must be positive, got %g", r.PerSecond)
+			add(name+".per_second", "must be positive, got %g", r.PerSecond)
 		}
 	}
+	c.validateFederation(add, checkFile)
 	if c.GRPC.MaxRecvMsgBytes < c.Limits.MaxCiphertextBytes+1024 {
 		add("grpc.max_recv_msg_bytes", "must exceed limits.max_ciphertext_bytes by at least 1 KiB, got %d", c.GRPC.MaxRecvMsgBytes)
 	}
@@ -112,6 +116,8 @@ func (c Config) Validate(dir string, files bool) error {
 		"grpc.max_connection_age": c.GRPC.MaxConnectionAge, "grpc.max_connection_age_grace": c.GRPC.MaxConnectionAgeGrace,
 		"grpc.unary_timeout": c.GRPC.UnaryTimeout, "shutdown_timeout": c.ShutdownTimeout,
 		"limits.idempotency_retention": c.Limits.IdempotencyRetention,
+		"federation.outbox_ttl":        c.Federation.OutboxTTL, "federation.retention": c.Federation.Retention,
+		"federation.backoff_min": c.Federation.BackoffMin, "federation.backoff_max": c.Federation.BackoffMax,
 	} {
 		if d <= 0 {
 			add(name, "must be a positive duration")
@@ -139,4 +145,47 @@ func (c Config) Validate(dir string, files bool) error {
 	}
 	slices.Sort(p)
 	return p
+}
+
+// validateFederation checks the federation section.
+func (c Config) validateFederation(add func(path, format string, args ...any), checkFile func(path, v string)) {
+	f := c.Federation
+	if f.BatchEnvelopes < 1 || f.BatchEnvelopes > 1000 {
+		add("federation.batch_envelopes", "must be 1 to 1000, got %d", f.BatchEnvelopes)
+	}
+	if f.BatchBytes < c.Limits.MaxCiphertextBytes {
+		add("federation.batch_bytes", "must be at least limits.max_ciphertext_bytes (%d), got %d", c.Limits.MaxCiphertextBytes, f.BatchBytes)
+	}
+	// A batch carries, beside its ciphertext, about 400 bytes of ids and
+	// names per envelope.
+	if need := f.BatchBytes + f.BatchEnvelopes*512 + 4096; f.MaxRecvMsgBytes < need {
+		add("federation.max_recv_msg_bytes", "must hold a full batch (batch_bytes + 512 per envelope + 4 KiB = %d), got %d", need, f.MaxRecvMsgBytes)
+	}
+	if f.Retention < f.OutboxTTL {
+		add("federation.retention", "must be at least federation.outbox_ttl")
+	}
+	if f.BackoffMax < f.BackoffMin {
+		add("federation.backoff_max", "must be at least federation.backoff_min")
+	}
+	if f.PeerConcurrency < 1 {
+		add("federation.peer_concurrency", "must be at least 1, got %d", f.PeerConcurrency)
+	}
+	seen := map[string]bool{}
+	for i, p := range f.Peers {
+		path := fmt.Sprintf("federation.peers[%d]", i)
+		name, err := valise.ParseNodeName(p.Name)
+		switch {
+		case err != nil:
+			add(path+".name", "%v", err)
+		case string(name) == c.Node.Name:
+			add(path+".name", "%s is this node's own name", name)
+		case seen[string(name)]:
+			add(path+".name", "%s is declared twice", name)
+		}
+		seen[string(name)] = true
+		if host, port, err := net.SplitHostPort(p.Address); err != nil || host == "" || port == "" {
+			add(path+".address", "%q is not HOST:PORT", p.Address)
+		}
+		checkFile(path+".ca_bundle_file", p.CABundleFile)
+	}
 }

@@ -77,6 +77,20 @@ const (
 	advanceCursors = `UPDATE devices d SET next_cursor = c.n
 		FROM unnest($1::text[], $2::text[], $3::bigint[]) AS c(u, dv, n)
 		WHERE d.user_localpart = c.u AND d.device_id = c.dv`
+	// insertOutbox appends rows to the outbox in array order: each row
+	// takes its seq from the identity's sequence as it is inserted. Within
+	// one process a single group-commit writer commits sends, so seq
+	// follows commit order and, within a send, request order. Replicas
+	// sharing the database draw from the same sequence but may commit in
+	// another order than they drew: a destination's outbox can then list
+	// an envelope of one replica's batch before one of another's that
+	// committed first. What delivery must keep is the order of each
+	// sending device's envelopes, and a client sends one request after
+	// the other, so one device's sends never race each other.
+	insertOutbox = `INSERT INTO outbox (destination, envelope_id, sender_localpart, sender_device,
+			recipient_localpart, recipient_device, server_time, expire_time, ciphertext)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+			$5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::bytea[])`
 )
 
 func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time) (*storage.BatchResult, error) {
@@ -97,6 +111,9 @@ func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time
 			}
 		}
 		for _, e := range op.Envelopes {
+			if e.RecipientNode != "" {
+				continue // for another node: queued, not checked
+			}
 			if dk := (devKey{e.Recipient, e.RecipientDevice}); !seenDev[dk] {
 				seenDev[dk] = true
 				devUsers, devIDs = append(devUsers, e.Recipient), append(devIDs, string(e.RecipientDevice))
@@ -136,25 +153,7 @@ func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time
 		})
 	}
 	if len(devUsers) > 0 {
-		q.Queue(lockDevices, devUsers, devIDs).Query(func(rows pgx.Rows) error {
-			var user, id string
-			var next int64
-			_, err := pgx.ForEachRow(rows, []any{&user, &id, &next}, func() error {
-				st.next[devKey{user, valise.DeviceID(id)}] = next
-				return nil
-			})
-			return err
-		})
-		q.Queue(`SELECT localpart, active FROM users WHERE localpart = ANY($1::text[])`, users).
-			Query(func(rows pgx.Rows) error {
-				var user string
-				var active bool
-				_, err := pgx.ForEachRow(rows, []any{&user, &active}, func() error {
-					st.active[user] = active
-					return nil
-				})
-				return err
-			})
+		queueRecipients(q, devUsers, devIDs, users, st.next, st.active)
 	}
 	// Acks run after the device locks (a device both sent to and acked is
 	// locked before its inbox rows, as DeleteDevice locks them) and before
@@ -217,6 +216,7 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 	w := writes{q: &pgx.Batch{}, owner: make(map[idemKey]int, len(first))}
 	next := make(map[devKey]int64, len(st.next))
 	var rows inboxRows
+	var out outboxRows
 	for i := range b.Sends {
 		op, r := &b.Sends[i], &res.Sends[i]
 		keyed := op.IdempotencyKey != ""
@@ -242,8 +242,16 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 			t = dbTime(op.ServerTime)
 		}
 		r.IDs = make([]valise.EnvelopeID, len(op.Envelopes))
-		r.Deliveries = make([]storage.Delivery, len(op.Envelopes))
+		r.Deliveries = make([]storage.Delivery, 0, len(op.Envelopes))
 		for j, e := range op.Envelopes {
+			r.IDs[j] = e.ID
+			if e.RecipientNode != "" {
+				out.add(op, e, t)
+				if !slices.Contains(r.Outbound, e.RecipientNode) {
+					r.Outbound = append(r.Outbound, e.RecipientNode)
+				}
+				continue
+			}
 			dk := devKey{e.Recipient, e.RecipientDevice}
 			c, ok := next[dk]
 			if !ok {
@@ -251,8 +259,7 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 			}
 			next[dk] = c + 1
 			rows.add(op, e, c, t)
-			r.IDs[j] = e.ID
-			r.Deliveries[j] = storage.Delivery{User: e.Recipient, Device: e.RecipientDevice, Cursor: uint64(c)}
+			r.Deliveries = append(r.Deliveries, storage.Delivery{User: e.Recipient, Device: e.RecipientDevice, Cursor: uint64(c)})
 		}
 		if keyed {
 			w.owner[k] = i
@@ -272,6 +279,10 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 		// the batch commits.
 		w.q.Queue(notifyEach, events)
 	}
+	if len(out.ids) > 0 {
+		w.q.Queue(insertOutbox, out.dests, out.ids, out.senders, out.senderDevices,
+			out.recipients, out.recipientDevices, out.times, out.expires, out.ciphertexts)
+	}
 	return w, nil
 }
 
@@ -279,6 +290,9 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 // envelope, in request order, whose recipient is unknown or deactivated.
 func checkRecipients(op *storage.SendOp, st *batchState) error {
 	for _, e := range op.Envelopes {
+		if e.RecipientNode != "" {
+			continue
+		}
 		active, ok := st.active[e.Recipient]
 		switch {
 		case !ok:
@@ -303,18 +317,46 @@ type inboxRows struct {
 }
 
 func (r *inboxRows) add(op *storage.SendOp, e storage.NewEnvelope, seq int64, t time.Time) {
+	r.append(e.Recipient, e.RecipientDevice, seq, e.ID, op.Sender, op.SenderDevice, t, e.Ciphertext)
+}
+
+func (r *inboxRows) append(user string, device valise.DeviceID, seq int64, id valise.EnvelopeID,
+	sender valise.UserID, senderDevice valise.DeviceID, t time.Time, ct []byte) {
+	if ct == nil {
+		ct = []byte{}
+	}
+	r.users = append(r.users, user)
+	r.devices = append(r.devices, string(device))
+	r.seqs = append(r.seqs, seq)
+	r.ids = append(r.ids, string(id))
+	r.senders = append(r.senders, sender.Localpart)
+	r.nodes = append(r.nodes, string(sender.Node))
+	r.senderDevices = append(r.senderDevices, string(senderDevice))
+	r.times = append(r.times, t)
+	r.ciphertexts = append(r.ciphertexts, ct)
+}
+
+// outboxRows holds outbox rows column by column, for one insert over
+// unnest.
+type outboxRows struct {
+	dests, ids, senders, senderDevices, recipients, recipientDevices []string
+	times, expires                                                   []time.Time
+	ciphertexts                                                      [][]byte
+}
+
+func (r *outboxRows) add(op *storage.SendOp, e storage.NewEnvelope, t time.Time) {
 	ct := e.Ciphertext
 	if ct == nil {
 		ct = []byte{}
 	}
-	r.users = append(r.users, e.Recipient)
-	r.devices = append(r.devices, string(e.RecipientDevice))
-	r.seqs = append(r.seqs, seq)
+	r.dests = append(r.dests, string(e.RecipientNode))
 	r.ids = append(r.ids, string(e.ID))
 	r.senders = append(r.senders, op.Sender.Localpart)
-	r.nodes = append(r.nodes, string(op.Sender.Node))
 	r.senderDevices = append(r.senderDevices, string(op.SenderDevice))
+	r.recipients = append(r.recipients, e.Recipient)
+	r.recipientDevices = append(r.recipientDevices, string(e.RecipientDevice))
 	r.times = append(r.times, t)
+	r.expires = append(r.expires, dbTime(op.ExpireTime))
 	r.ciphertexts = append(r.ciphertexts, ct)
 }
 

@@ -17,7 +17,9 @@ import (
 // concurrent batches do not deadlock) and applies the acks; the second
 // writes the inbox rows and cursors that the sends decided in memory, and
 // notifies an EventInbox for every device that got envelopes (see
-// ListenEvents).
+// ListenEvents). Envelopes for other nodes take one more statement in the
+// second round trip, which appends them to the outbox (see insertOutbox);
+// their recipients are neither checked nor locked.
 //
 // Acks are applied before sends, so an ack never deletes an envelope of
 // the same batch. A send with an empty IdempotencyKey is never a replay.
@@ -44,13 +46,15 @@ func (s *Store) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.Bat
 
 // ReadInbox returns up to limit envelopes of the device with cursor >
 // after, in cursor order. The Recipient of each envelope carries the
-// localpart only: the store does not know its node's name.
+// localpart only: the store does not know its node's name. A
+// delivery-failure notice comes back with Failure set and no sender or
+// ciphertext.
 func (s *Store) ReadInbox(ctx context.Context, user string, device valise.DeviceID, after uint64, limit int) ([]valise.Envelope, error) {
 	if limit <= 0 {
 		return nil, nil
 	}
 	rows, err := s.pool.Query(ctx, `
-		SELECT seq, envelope_id, sender_localpart, sender_node, sender_device, server_time, ciphertext
+		SELECT seq, kind, envelope_id, sender_localpart, sender_node, sender_device, server_time, ciphertext
 		FROM inbox WHERE user_localpart = $1 AND device_id = $2 AND seq > $3
 		ORDER BY seq LIMIT $4`, user, string(device), clamp(after), limit)
 	if err != nil {
@@ -59,11 +63,26 @@ func (s *Store) ReadInbox(ctx context.Context, user string, device valise.Device
 	envs, err := pgx.AppendRows([]valise.Envelope(nil), rows, func(row pgx.CollectableRow) (valise.Envelope, error) {
 		e := valise.Envelope{Recipient: valise.UserID{Localpart: user}, RecipientDevice: device}
 		var seq int64
+		var kind int16
 		var id, node, senderDevice string
-		err := row.Scan(&seq, &id, &e.Sender.Localpart, &node, &senderDevice, &e.ServerTime, &e.Ciphertext)
+		if err := row.Scan(&seq, &kind, &id, &e.Sender.Localpart, &node, &senderDevice, &e.ServerTime, &e.Ciphertext); err != nil {
+			return e, err
+		}
 		e.Cursor, e.ID, e.Sender.Node = uint64(seq), valise.EnvelopeID(id), valise.NodeName(node)
 		e.SenderDevice, e.ServerTime = valise.DeviceID(senderDevice), e.ServerTime.UTC()
-		return e, err
+		switch kind {
+		case storage.KindEnvelope:
+		case storage.KindDeliveryFailure:
+			f, err := storage.DecodeFailure(e.Ciphertext)
+			if err != nil {
+				return e, fmt.Errorf("cursor %d: %w", seq, err)
+			}
+			e.Failure, e.Ciphertext = f, nil
+			e.Sender, e.SenderDevice = valise.UserID{}, ""
+		default:
+			return e, fmt.Errorf("cursor %d: unknown inbox row kind %d", seq, kind)
+		}
+		return e, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: read inbox: %w", err)

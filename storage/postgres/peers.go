@@ -111,6 +111,34 @@ func (s *Store) SetPeerBlocked(ctx context.Context, name valise.NodeName, blocke
 	return nil
 }
 
+// UpdatePeer replaces a peer's address and CA bundle, setting UpdatedAt,
+// and appends audit, if not nil, in the same transaction.
+func (s *Store) UpdatePeer(ctx context.Context, p storage.Peer, audit *storage.AuditRecord) error {
+	updated := s.timestamp()
+	if !p.UpdatedAt.IsZero() {
+		updated = dbTime(p.UpdatedAt)
+	}
+	bundle := p.CABundle
+	if bundle == nil {
+		bundle = []byte{}
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE peers SET address = $2, ca_bundle = $3, updated_at = $4 WHERE name = $1`,
+			string(p.Name), p.Address, bundle, updated)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return storage.ErrNotFound
+		}
+		return s.appendAuditIf(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: update peer: %w", err)
+	}
+	return nil
+}
+
 // RemovePeer deletes a peer and appends audit, if not nil, in the same
 // transaction. ErrNotFound if the peer does not exist.
 func (s *Store) RemovePeer(ctx context.Context, name valise.NodeName, audit *storage.AuditRecord) error {

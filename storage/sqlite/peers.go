@@ -104,6 +104,22 @@ func (s *Store) SetPeerBlocked(ctx context.Context, name valise.NodeName, blocke
 	})
 }
 
+// UpdatePeer replaces a peer's address and CA bundle.
+func (s *Store) UpdatePeer(ctx context.Context, p storage.Peer, audit *storage.AuditRecord) error {
+	updated := p.UpdatedAt
+	if updated.IsZero() {
+		updated = time.Now()
+	}
+	return s.write(ctx, "update peer", func(tx *sql.Tx) error {
+		// updateUser reports ErrNotFound when no row matched, for any table.
+		if err := updateUser(ctx, tx, `UPDATE peers SET address = ?, ca_bundle = ?, updated_at = ? WHERE name = ?`,
+			p.Address, nonNil(p.CABundle), toDB(updated), string(p.Name)); err != nil {
+			return err
+		}
+		return appendAuditTx(ctx, tx, audit)
+	})
+}
+
 // RemovePeer deletes a peer.
 func (s *Store) RemovePeer(ctx context.Context, name valise.NodeName, audit *storage.AuditRecord) error {
 	return s.write(ctx, "remove peer", func(tx *sql.Tx) error {

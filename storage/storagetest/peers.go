@@ -196,6 +196,35 @@ func testPeers(t *testing.T, open opener) {
 		}
 	})
 
+	t.Run("UpdatePeer", func(t *testing.T) {
+		s := open(t)
+		old := mustPeer(t, s, "b.example")
+		if err := s.SetPeerBlocked(t.Context(), "b.example", true, nil); err != nil {
+			t.Fatal(err)
+		}
+		upd := storage.Peer{Name: "b.example", Address: "10.0.0.2:7444", CABundle: peerBundle("b2"), UpdatedAt: baseTime().Add(time.Hour)}
+		if err := s.UpdatePeer(t.Context(), upd, auditRecord("peer.update", "b.example")); err != nil {
+			t.Fatalf("UpdatePeer: %v", err)
+		}
+		got, err := s.GetPeer(t.Context(), "b.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Address != upd.Address || !bytes.Equal(got.CABundle, upd.CABundle) || !got.Blocked {
+			t.Errorf("after UpdatePeer: got %+v; want the new address and bundle, still blocked", got)
+		}
+		checkTime(t, "CreatedAt", got.CreatedAt, old.CreatedAt)
+		checkTime(t, "UpdatedAt", got.UpdatedAt, upd.UpdatedAt)
+		if evs := auditEvents(t, s); len(evs) != 1 || evs[0].Action != "peer.update" {
+			t.Errorf("audit after UpdatePeer: got %+v, want one peer.update event", evs)
+		}
+		err = s.UpdatePeer(t.Context(), storage.Peer{Name: "c.example", Address: "c:1", CABundle: peerBundle("c")}, auditRecord("peer.update", "c.example"))
+		wantErr(t, "UpdatePeer of an unknown peer", err, storage.ErrNotFound)
+		if evs := auditEvents(t, s); len(evs) != 1 {
+			t.Errorf("audit after a failed UpdatePeer: got %d events, want 1", len(evs))
+		}
+	})
+
 	t.Run("RemovePeer", func(t *testing.T) {
 		s := open(t)
 		mustPeer(t, s, "b.example")

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	t.Run("Inbox", func(t *testing.T) { testInbox(t, open) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
 	t.Run("Peers", func(t *testing.T) { testPeers(t, open) })
+	t.Run("Federation", func(t *testing.T) { testFederation(t, open) })
 	t.Run("Concurrency", func(t *testing.T) { testConcurrency(t, open) })
 	t.Run("Context", func(t *testing.T) { testContext(t, open) })
 }

@@ -1184,7 +1184,9 @@ type Peer struct {
 	// When the peer was added.
 	CreatedTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_time,json=createdTime,proto3" json:"created_time,omitempty"`
 	// When the peer last changed (blocked or unblocked).
-	UpdatedTime   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_time,json=updatedTime,proto3" json:"updated_time,omitempty"`
+	UpdatedTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=updated_time,json=updatedTime,proto3" json:"updated_time,omitempty"`
+	// This node's deliveries to the peer.
+	Delivery      *PeerDelivery `protobuf:"bytes,7,opt,name=delivery,proto3" json:"delivery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1261,6 +1263,125 @@ func (x *Peer) GetUpdatedTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Peer) GetDelivery() *PeerDelivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return nil
+}
+
+// PeerDelivery is the state of this node's outbox for one peer.
+type PeerDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "idle" (nothing queued), "delivering" (queued, last attempt fine),
+	// "retrying" (the last attempt failed; see next_attempt_time) or
+	// "blocked" (the peer is blocked; queued envelopes wait until it is
+	// unblocked or they expire).
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// Envelopes queued for the peer.
+	QueueDepth int64 `protobuf:"varint,2,opt,name=queue_depth,json=queueDepth,proto3" json:"queue_depth,omitempty"`
+	// When the oldest queued envelope was sent; unset when none is queued.
+	OldestQueuedTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=oldest_queued_time,json=oldestQueuedTime,proto3" json:"oldest_queued_time,omitempty"`
+	// When the peer last accepted a transaction; unset if never.
+	LastSuccessTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_success_time,json=lastSuccessTime,proto3" json:"last_success_time,omitempty"`
+	// Why the last attempt failed; empty if it succeeded.
+	LastError string `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the last attempt failed; unset if it succeeded.
+	LastErrorTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_error_time,json=lastErrorTime,proto3" json:"last_error_time,omitempty"`
+	// When the next attempt is due; unset when not backing off.
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	// Consecutive failed attempts.
+	ConsecutiveFailures int32 `protobuf:"varint,8,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PeerDelivery) Reset() {
+	*x = PeerDelivery{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerDelivery) ProtoMessage() {}
+
+func (x *PeerDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerDelivery.ProtoReflect.Descriptor instead.
+func (*PeerDelivery) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PeerDelivery) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PeerDelivery) GetQueueDepth() int64 {
+	if x != nil {
+		return x.QueueDepth
+	}
+	return 0
+}
+
+func (x *PeerDelivery) GetOldestQueuedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OldestQueuedTime
+	}
+	return nil
+}
+
+func (x *PeerDelivery) GetLastSuccessTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccessTime
+	}
+	return nil
+}
+
+func (x *PeerDelivery) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *PeerDelivery) GetLastErrorTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastErrorTime
+	}
+	return nil
+}
+
+func (x *PeerDelivery) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *PeerDelivery) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
 // AddPeerRequest describes the new peer.
 type AddPeerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1277,7 +1398,7 @@ type AddPeerRequest struct {
 
 func (x *AddPeerRequest) Reset() {
 	*x = AddPeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1410,7 @@ func (x *AddPeerRequest) String() string {
 func (*AddPeerRequest) ProtoMessage() {}
 
 func (x *AddPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1423,7 @@ func (x *AddPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPeerRequest.ProtoReflect.Descriptor instead.
 func (*AddPeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddPeerRequest) GetName() string {
@@ -1337,7 +1458,7 @@ type AddPeerResponse struct {
 
 func (x *AddPeerResponse) Reset() {
 	*x = AddPeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1470,7 @@ func (x *AddPeerResponse) String() string {
 func (*AddPeerResponse) ProtoMessage() {}
 
 func (x *AddPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1483,7 @@ func (x *AddPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddPeerResponse.ProtoReflect.Descriptor instead.
 func (*AddPeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AddPeerResponse) GetPeer() *Peer {
@@ -1385,7 +1506,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1518,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1531,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListPeersRequest) GetPageSize() int32 {
@@ -1440,7 +1561,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1573,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1586,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -1493,7 +1614,7 @@ type BlockPeerRequest struct {
 
 func (x *BlockPeerRequest) Reset() {
 	*x = BlockPeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1626,7 @@ func (x *BlockPeerRequest) String() string {
 func (*BlockPeerRequest) ProtoMessage() {}
 
 func (x *BlockPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1639,7 @@ func (x *BlockPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockPeerRequest.ProtoReflect.Descriptor instead.
 func (*BlockPeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *BlockPeerRequest) GetName() string {
@@ -1537,7 +1658,7 @@ type BlockPeerResponse struct {
 
 func (x *BlockPeerResponse) Reset() {
 	*x = BlockPeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1670,7 @@ func (x *BlockPeerResponse) String() string {
 func (*BlockPeerResponse) ProtoMessage() {}
 
 func (x *BlockPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1683,7 @@ func (x *BlockPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockPeerResponse.ProtoReflect.Descriptor instead.
 func (*BlockPeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 // UnblockPeerRequest names a peer.
@@ -1576,7 +1697,7 @@ type UnblockPeerRequest struct {
 
 func (x *UnblockPeerRequest) Reset() {
 	*x = UnblockPeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1709,7 @@ func (x *UnblockPeerRequest) String() string {
 func (*UnblockPeerRequest) ProtoMessage() {}
 
 func (x *UnblockPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1722,7 @@ func (x *UnblockPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockPeerRequest.ProtoReflect.Descriptor instead.
 func (*UnblockPeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UnblockPeerRequest) GetName() string {
@@ -1620,7 +1741,7 @@ type UnblockPeerResponse struct {
 
 func (x *UnblockPeerResponse) Reset() {
 	*x = UnblockPeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1753,7 @@ func (x *UnblockPeerResponse) String() string {
 func (*UnblockPeerResponse) ProtoMessage() {}
 
 func (x *UnblockPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1766,7 @@ func (x *UnblockPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockPeerResponse.ProtoReflect.Descriptor instead.
 func (*UnblockPeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 // RemovePeerRequest names a peer.
@@ -1659,7 +1780,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1671,7 +1792,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1684,7 +1805,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -1703,7 +1824,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1715,7 +1836,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1728,7 +1849,90 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+// RetryPeerRequest names a peer.
+type RetryPeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPeerRequest) Reset() {
+	*x = RetryPeerRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPeerRequest) ProtoMessage() {}
+
+func (x *RetryPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPeerRequest.ProtoReflect.Descriptor instead.
+func (*RetryPeerRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RetryPeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// RetryPeerResponse is empty.
+type RetryPeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryPeerResponse) Reset() {
+	*x = RetryPeerResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPeerResponse) ProtoMessage() {}
+
+func (x *RetryPeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPeerResponse.ProtoReflect.Descriptor instead.
+func (*RetryPeerResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 var File_valise_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1801,14 +2005,26 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\x17ListAuditEventsResponse\x123\n" +
 	"\x06events\x18\x01 \x03(\v2\x1b.valise.admin.v1.AuditEventR\x06events\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12%\n" +
-	"\x0echain_verified\x18\x03 \x01(\bR\rchainVerified\"\xf5\x01\n" +
+	"\x0echain_verified\x18\x03 \x01(\bR\rchainVerified\"\xb0\x02\n" +
 	"\x04Peer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x18\n" +
 	"\ablocked\x18\x03 \x01(\bR\ablocked\x12'\n" +
 	"\x0fca_fingerprints\x18\x04 \x03(\tR\x0ecaFingerprints\x12=\n" +
 	"\fcreated_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vcreatedTime\x12=\n" +
-	"\fupdated_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vupdatedTime\"[\n" +
+	"\fupdated_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vupdatedTime\x129\n" +
+	"\bdelivery\x18\a \x01(\v2\x1d.valise.admin.v1.PeerDeliveryR\bdelivery\"\xb5\x03\n" +
+	"\fPeerDelivery\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x1f\n" +
+	"\vqueue_depth\x18\x02 \x01(\x03R\n" +
+	"queueDepth\x12H\n" +
+	"\x12oldest_queued_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x10oldestQueuedTime\x12F\n" +
+	"\x11last_success_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0flastSuccessTime\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x12B\n" +
+	"\x0flast_error_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rlastErrorTime\x12F\n" +
+	"\x11next_attempt_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x121\n" +
+	"\x14consecutive_failures\x18\b \x01(\x05R\x13consecutiveFailures\"[\n" +
 	"\x0eAddPeerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
@@ -1830,7 +2046,11 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\x13UnblockPeerResponse\"'\n" +
 	"\x11RemovePeerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12RemovePeerResponse2\xfd\t\n" +
+	"\x12RemovePeerResponse\"&\n" +
+	"\x10RetryPeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11RetryPeerResponse2\xd1\n" +
+	"\n" +
 	"\fAdminService\x12U\n" +
 	"\n" +
 	"CreateUser\x12\".valise.admin.v1.CreateUserRequest\x1a#.valise.admin.v1.CreateUserResponse\x12R\n" +
@@ -1847,7 +2067,8 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\tBlockPeer\x12!.valise.admin.v1.BlockPeerRequest\x1a\".valise.admin.v1.BlockPeerResponse\x12X\n" +
 	"\vUnblockPeer\x12#.valise.admin.v1.UnblockPeerRequest\x1a$.valise.admin.v1.UnblockPeerResponse\x12U\n" +
 	"\n" +
-	"RemovePeer\x12\".valise.admin.v1.RemovePeerRequest\x1a#.valise.admin.v1.RemovePeerResponseB;Z9github.com/valise-im/valise/proto/valise/admin/v1;adminv1b\x06proto3"
+	"RemovePeer\x12\".valise.admin.v1.RemovePeerRequest\x1a#.valise.admin.v1.RemovePeerResponse\x12R\n" +
+	"\tRetryPeer\x12!.valise.admin.v1.RetryPeerRequest\x1a\".valise.admin.v1.RetryPeerResponseB;Z9github.com/valise-im/valise/proto/valise/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_valise_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1861,7 +2082,7 @@ func file_valise_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_valise_admin_v1_admin_proto_rawDescData
 }
 
-var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*User)(nil),                    // 0: valise.admin.v1.User
 	(*CreateUserRequest)(nil),       // 1: valise.admin.v1.CreateUserRequest
@@ -1885,65 +2106,75 @@ var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*ListAuditEventsRequest)(nil),  // 19: valise.admin.v1.ListAuditEventsRequest
 	(*ListAuditEventsResponse)(nil), // 20: valise.admin.v1.ListAuditEventsResponse
 	(*Peer)(nil),                    // 21: valise.admin.v1.Peer
-	(*AddPeerRequest)(nil),          // 22: valise.admin.v1.AddPeerRequest
-	(*AddPeerResponse)(nil),         // 23: valise.admin.v1.AddPeerResponse
-	(*ListPeersRequest)(nil),        // 24: valise.admin.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),       // 25: valise.admin.v1.ListPeersResponse
-	(*BlockPeerRequest)(nil),        // 26: valise.admin.v1.BlockPeerRequest
-	(*BlockPeerResponse)(nil),       // 27: valise.admin.v1.BlockPeerResponse
-	(*UnblockPeerRequest)(nil),      // 28: valise.admin.v1.UnblockPeerRequest
-	(*UnblockPeerResponse)(nil),     // 29: valise.admin.v1.UnblockPeerResponse
-	(*RemovePeerRequest)(nil),       // 30: valise.admin.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),      // 31: valise.admin.v1.RemovePeerResponse
-	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
+	(*PeerDelivery)(nil),            // 22: valise.admin.v1.PeerDelivery
+	(*AddPeerRequest)(nil),          // 23: valise.admin.v1.AddPeerRequest
+	(*AddPeerResponse)(nil),         // 24: valise.admin.v1.AddPeerResponse
+	(*ListPeersRequest)(nil),        // 25: valise.admin.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),       // 26: valise.admin.v1.ListPeersResponse
+	(*BlockPeerRequest)(nil),        // 27: valise.admin.v1.BlockPeerRequest
+	(*BlockPeerResponse)(nil),       // 28: valise.admin.v1.BlockPeerResponse
+	(*UnblockPeerRequest)(nil),      // 29: valise.admin.v1.UnblockPeerRequest
+	(*UnblockPeerResponse)(nil),     // 30: valise.admin.v1.UnblockPeerResponse
+	(*RemovePeerRequest)(nil),       // 31: valise.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),      // 32: valise.admin.v1.RemovePeerResponse
+	(*RetryPeerRequest)(nil),        // 33: valise.admin.v1.RetryPeerRequest
+	(*RetryPeerResponse)(nil),       // 34: valise.admin.v1.RetryPeerResponse
+	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
 }
 var file_valise_admin_v1_admin_proto_depIdxs = []int32{
-	32, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
-	32, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
+	35, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
+	35, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: valise.admin.v1.CreateUserResponse.user:type_name -> valise.admin.v1.User
 	0,  // 3: valise.admin.v1.ListUsersResponse.users:type_name -> valise.admin.v1.User
 	0,  // 4: valise.admin.v1.GetUserResponse.user:type_name -> valise.admin.v1.User
-	32, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
+	35, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
 	13, // 6: valise.admin.v1.ListUserDevicesResponse.devices:type_name -> valise.admin.v1.Device
-	32, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	35, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	18, // 8: valise.admin.v1.ListAuditEventsResponse.events:type_name -> valise.admin.v1.AuditEvent
-	32, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
-	32, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
-	21, // 11: valise.admin.v1.AddPeerResponse.peer:type_name -> valise.admin.v1.Peer
-	21, // 12: valise.admin.v1.ListPeersResponse.peers:type_name -> valise.admin.v1.Peer
-	1,  // 13: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
-	3,  // 14: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
-	5,  // 15: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
-	7,  // 16: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
-	9,  // 17: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
-	11, // 18: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
-	14, // 19: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
-	16, // 20: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
-	19, // 21: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
-	22, // 22: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
-	24, // 23: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
-	26, // 24: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
-	28, // 25: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
-	30, // 26: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
-	2,  // 27: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
-	4,  // 28: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
-	6,  // 29: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
-	8,  // 30: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
-	10, // 31: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
-	12, // 32: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
-	15, // 33: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
-	17, // 34: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
-	20, // 35: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
-	23, // 36: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
-	25, // 37: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
-	27, // 38: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
-	29, // 39: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
-	31, // 40: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
-	27, // [27:41] is the sub-list for method output_type
-	13, // [13:27] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	35, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
+	35, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
+	22, // 11: valise.admin.v1.Peer.delivery:type_name -> valise.admin.v1.PeerDelivery
+	35, // 12: valise.admin.v1.PeerDelivery.oldest_queued_time:type_name -> google.protobuf.Timestamp
+	35, // 13: valise.admin.v1.PeerDelivery.last_success_time:type_name -> google.protobuf.Timestamp
+	35, // 14: valise.admin.v1.PeerDelivery.last_error_time:type_name -> google.protobuf.Timestamp
+	35, // 15: valise.admin.v1.PeerDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	21, // 16: valise.admin.v1.AddPeerResponse.peer:type_name -> valise.admin.v1.Peer
+	21, // 17: valise.admin.v1.ListPeersResponse.peers:type_name -> valise.admin.v1.Peer
+	1,  // 18: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
+	3,  // 19: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
+	5,  // 20: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
+	7,  // 21: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
+	9,  // 22: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
+	11, // 23: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
+	14, // 24: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
+	16, // 25: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
+	19, // 26: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
+	23, // 27: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
+	25, // 28: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
+	27, // 29: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
+	29, // 30: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
+	31, // 31: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
+	33, // 32: valise.admin.v1.AdminService.RetryPeer:input_type -> valise.admin.v1.RetryPeerRequest
+	2,  // 33: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
+	4,  // 34: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
+	6,  // 35: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
+	8,  // 36: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
+	10, // 37: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
+	12, // 38: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
+	15, // 39: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
+	17, // 40: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
+	20, // 41: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
+	24, // 42: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
+	26, // 43: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
+	28, // 44: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
+	30, // 45: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
+	32, // 46: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
+	34, // 47: valise.admin.v1.AdminService.RetryPeer:output_type -> valise.admin.v1.RetryPeerResponse
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_valise_admin_v1_admin_proto_init() }
@@ -1957,7 +2188,7 @@ func file_valise_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_valise_admin_v1_admin_proto_rawDesc), len(file_valise_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	AdminService_BlockPeer_FullMethodName       = "/valise.admin.v1.AdminService/BlockPeer"
 	AdminService_UnblockPeer_FullMethodName     = "/valise.admin.v1.AdminService/UnblockPeer"
 	AdminService_RemovePeer_FullMethodName      = "/valise.admin.v1.AdminService/RemovePeer"
+	AdminService_RetryPeer_FullMethodName       = "/valise.admin.v1.AdminService/RetryPeer"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -102,7 +103,8 @@ type AdminServiceClient interface {
 	// certificate; ALREADY_EXISTS when
 	// the peer is listed already.
 	AddPeer(ctx context.Context, in *AddPeerRequest, opts ...grpc.CallOption) (*AddPeerResponse, error)
-	// ListPeers lists the federation peers ordered by name.
+	// ListPeers lists the federation peers ordered by name, each with the
+	// state of this node's deliveries to it.
 	//
 	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
 	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
@@ -115,10 +117,19 @@ type AdminServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
 	UnblockPeer(ctx context.Context, in *UnblockPeerRequest, opts ...grpc.CallOption) (*UnblockPeerResponse, error)
-	// RemovePeer removes a peer from the list.
+	// RemovePeer removes a peer from the list. Envelopes still queued for it
+	// are dead-lettered (reason "not_peer") and their senders told.
 	//
 	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
 	RemovePeer(ctx context.Context, in *RemovePeerRequest, opts ...grpc.CallOption) (*RemovePeerResponse, error)
+	// RetryPeer makes this node retry its deliveries to a peer now instead
+	// of waiting out its backoff (e.g. after the peer's admin fixed a
+	// problem). The retry is recorded in the audit log.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND for a node
+	// that is not a peer; FAILED_PRECONDITION when federation is off on this
+	// node.
+	RetryPeer(ctx context.Context, in *RetryPeerRequest, opts ...grpc.CallOption) (*RetryPeerResponse, error)
 }
 
 type adminServiceClient struct {
@@ -269,6 +280,16 @@ func (c *adminServiceClient) RemovePeer(ctx context.Context, in *RemovePeerReque
 	return out, nil
 }
 
+func (c *adminServiceClient) RetryPeer(ctx context.Context, in *RetryPeerRequest, opts ...grpc.CallOption) (*RetryPeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryPeerResponse)
+	err := c.cc.Invoke(ctx, AdminService_RetryPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -336,7 +357,8 @@ type AdminServiceServer interface {
 	// certificate; ALREADY_EXISTS when
 	// the peer is listed already.
 	AddPeer(context.Context, *AddPeerRequest) (*AddPeerResponse, error)
-	// ListPeers lists the federation peers ordered by name.
+	// ListPeers lists the federation peers ordered by name, each with the
+	// state of this node's deliveries to it.
 	//
 	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
 	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
@@ -349,10 +371,19 @@ type AdminServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
 	UnblockPeer(context.Context, *UnblockPeerRequest) (*UnblockPeerResponse, error)
-	// RemovePeer removes a peer from the list.
+	// RemovePeer removes a peer from the list. Envelopes still queued for it
+	// are dead-lettered (reason "not_peer") and their senders told.
 	//
 	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND.
 	RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error)
+	// RetryPeer makes this node retry its deliveries to a peer now instead
+	// of waiting out its backoff (e.g. after the peer's admin fixed a
+	// problem). The retry is recorded in the audit log.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name; NOT_FOUND for a node
+	// that is not a peer; FAILED_PRECONDITION when federation is off on this
+	// node.
+	RetryPeer(context.Context, *RetryPeerRequest) (*RetryPeerResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -404,6 +435,9 @@ func (UnimplementedAdminServiceServer) UnblockPeer(context.Context, *UnblockPeer
 }
 func (UnimplementedAdminServiceServer) RemovePeer(context.Context, *RemovePeerRequest) (*RemovePeerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemovePeer not implemented")
+}
+func (UnimplementedAdminServiceServer) RetryPeer(context.Context, *RetryPeerRequest) (*RetryPeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryPeer not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -678,6 +712,24 @@ func _AdminService_RemovePeer_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RetryPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RetryPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RetryPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RetryPeer(ctx, req.(*RetryPeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -740,6 +792,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemovePeer",
 			Handler:    _AdminService_RemovePeer_Handler,
+		},
+		{
+			MethodName: "RetryPeer",
+			Handler:    _AdminService_RetryPeer_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

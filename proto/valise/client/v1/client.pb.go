@@ -1257,9 +1257,14 @@ type StreamInboxResponse struct {
 	// The sealed message, as sent.
 	Ciphertext []byte `protobuf:"bytes,5,opt,name=ciphertext,proto3" json:"ciphertext,omitempty"`
 	// The envelope's position in the inbox; pass it to AckInbox.
-	Cursor        uint64 `protobuf:"varint,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cursor uint64 `protobuf:"varint,6,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Set when this entry is not an envelope but this node's notice that an
+	// envelope the device sent to another node was given up; sender_user,
+	// sender_device_id and ciphertext are then empty. Acknowledge it like an
+	// envelope.
+	DeliveryFailure *DeliveryFailure `protobuf:"bytes,7,opt,name=delivery_failure,json=deliveryFailure,proto3" json:"delivery_failure,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StreamInboxResponse) Reset() {
@@ -1334,6 +1339,92 @@ func (x *StreamInboxResponse) GetCursor() uint64 {
 	return 0
 }
 
+func (x *StreamInboxResponse) GetDeliveryFailure() *DeliveryFailure {
+	if x != nil {
+		return x.DeliveryFailure
+	}
+	return nil
+}
+
+// DeliveryFailure says that an envelope for a user of another node was not
+// delivered and never will be.
+type DeliveryFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id SendEnvelopes returned for the envelope.
+	EnvelopeId string `protobuf:"bytes,1,opt,name=envelope_id,json=envelopeId,proto3" json:"envelope_id,omitempty"`
+	// The envelope's recipient, `localpart@node`.
+	RecipientUser string `protobuf:"bytes,2,opt,name=recipient_user,json=recipientUser,proto3" json:"recipient_user,omitempty"`
+	// The envelope's recipient device.
+	RecipientDeviceId string `protobuf:"bytes,3,opt,name=recipient_device_id,json=recipientDeviceId,proto3" json:"recipient_device_id,omitempty"`
+	// Why: "unknown_recipient" (no such user or device there),
+	// "recipient_deactivated", "too_large" (over that node's envelope limit),
+	// "invalid" (that node found it malformed), "expired" (not delivered
+	// within the outbox time to live), "not_peer" (the node was removed from
+	// the peer list) or "rejected" (refused for another permanent reason).
+	// New reasons may be added; treat an unknown one as a failure.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryFailure) Reset() {
+	*x = DeliveryFailure{}
+	mi := &file_valise_client_v1_client_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryFailure) ProtoMessage() {}
+
+func (x *DeliveryFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_client_v1_client_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryFailure.ProtoReflect.Descriptor instead.
+func (*DeliveryFailure) Descriptor() ([]byte, []int) {
+	return file_valise_client_v1_client_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DeliveryFailure) GetEnvelopeId() string {
+	if x != nil {
+		return x.EnvelopeId
+	}
+	return ""
+}
+
+func (x *DeliveryFailure) GetRecipientUser() string {
+	if x != nil {
+		return x.RecipientUser
+	}
+	return ""
+}
+
+func (x *DeliveryFailure) GetRecipientDeviceId() string {
+	if x != nil {
+		return x.RecipientDeviceId
+	}
+	return ""
+}
+
+func (x *DeliveryFailure) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // AckInboxRequest acknowledges the inbox up to a cursor.
 type AckInboxRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1345,7 +1436,7 @@ type AckInboxRequest struct {
 
 func (x *AckInboxRequest) Reset() {
 	*x = AckInboxRequest{}
-	mi := &file_valise_client_v1_client_proto_msgTypes[24]
+	mi := &file_valise_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1448,7 @@ func (x *AckInboxRequest) String() string {
 func (*AckInboxRequest) ProtoMessage() {}
 
 func (x *AckInboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_client_v1_client_proto_msgTypes[24]
+	mi := &file_valise_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1461,7 @@ func (x *AckInboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInboxRequest.ProtoReflect.Descriptor instead.
 func (*AckInboxRequest) Descriptor() ([]byte, []int) {
-	return file_valise_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_valise_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AckInboxRequest) GetCursor() uint64 {
@@ -1389,7 +1480,7 @@ type AckInboxResponse struct {
 
 func (x *AckInboxResponse) Reset() {
 	*x = AckInboxResponse{}
-	mi := &file_valise_client_v1_client_proto_msgTypes[25]
+	mi := &file_valise_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1492,7 @@ func (x *AckInboxResponse) String() string {
 func (*AckInboxResponse) ProtoMessage() {}
 
 func (x *AckInboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_client_v1_client_proto_msgTypes[25]
+	mi := &file_valise_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1505,7 @@ func (x *AckInboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckInboxResponse.ProtoReflect.Descriptor instead.
 func (*AckInboxResponse) Descriptor() ([]byte, []int) {
-	return file_valise_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_valise_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 var File_valise_client_v1_client_proto protoreflect.FileDescriptor
@@ -1490,7 +1581,7 @@ const file_valise_client_v1_client_proto_rawDesc = "" +
 	"\x15SendEnvelopesResponse\x12!\n" +
 	"\fenvelope_ids\x18\x01 \x03(\tR\venvelopeIds\"7\n" +
 	"\x12StreamInboxRequest\x12!\n" +
-	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\"\xf6\x01\n" +
+	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\"\xc4\x02\n" +
 	"\x13StreamInboxResponse\x12\x1f\n" +
 	"\venvelope_id\x18\x01 \x01(\tR\n" +
 	"envelopeId\x12\x1f\n" +
@@ -1502,7 +1593,14 @@ const file_valise_client_v1_client_proto_rawDesc = "" +
 	"\n" +
 	"ciphertext\x18\x05 \x01(\fR\n" +
 	"ciphertext\x12\x16\n" +
-	"\x06cursor\x18\x06 \x01(\x04R\x06cursor\")\n" +
+	"\x06cursor\x18\x06 \x01(\x04R\x06cursor\x12L\n" +
+	"\x10delivery_failure\x18\a \x01(\v2!.valise.client.v1.DeliveryFailureR\x0fdeliveryFailure\"\xa1\x01\n" +
+	"\x0fDeliveryFailure\x12\x1f\n" +
+	"\venvelope_id\x18\x01 \x01(\tR\n" +
+	"envelopeId\x12%\n" +
+	"\x0erecipient_user\x18\x02 \x01(\tR\rrecipientUser\x12.\n" +
+	"\x13recipient_device_id\x18\x03 \x01(\tR\x11recipientDeviceId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\")\n" +
 	"\x0fAckInboxRequest\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\"\x12\n" +
 	"\x10AckInboxResponse2\x97\b\n" +
@@ -1531,7 +1629,7 @@ func file_valise_client_v1_client_proto_rawDescGZIP() []byte {
 	return file_valise_client_v1_client_proto_rawDescData
 }
 
-var file_valise_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_valise_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_valise_client_v1_client_proto_goTypes = []any{
 	(*LoginRequest)(nil),              // 0: valise.client.v1.LoginRequest
 	(*LoginResponse)(nil),             // 1: valise.client.v1.LoginResponse
@@ -1557,12 +1655,13 @@ var file_valise_client_v1_client_proto_goTypes = []any{
 	(*SendEnvelopesResponse)(nil),     // 21: valise.client.v1.SendEnvelopesResponse
 	(*StreamInboxRequest)(nil),        // 22: valise.client.v1.StreamInboxRequest
 	(*StreamInboxResponse)(nil),       // 23: valise.client.v1.StreamInboxResponse
-	(*AckInboxRequest)(nil),           // 24: valise.client.v1.AckInboxRequest
-	(*AckInboxResponse)(nil),          // 25: valise.client.v1.AckInboxResponse
-	(*timestamppb.Timestamp)(nil),     // 26: google.protobuf.Timestamp
+	(*DeliveryFailure)(nil),           // 24: valise.client.v1.DeliveryFailure
+	(*AckInboxRequest)(nil),           // 25: valise.client.v1.AckInboxRequest
+	(*AckInboxResponse)(nil),          // 26: valise.client.v1.AckInboxResponse
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
 }
 var file_valise_client_v1_client_proto_depIdxs = []int32{
-	26, // 0: valise.client.v1.Device.created_time:type_name -> google.protobuf.Timestamp
+	27, // 0: valise.client.v1.Device.created_time:type_name -> google.protobuf.Timestamp
 	4,  // 1: valise.client.v1.ListDevicesResponse.devices:type_name -> valise.client.v1.Device
 	9,  // 2: valise.client.v1.PublishDeviceKeysRequest.signed_prekey:type_name -> valise.client.v1.PreKey
 	9,  // 3: valise.client.v1.PublishDeviceKeysRequest.one_time_prekeys:type_name -> valise.client.v1.PreKey
@@ -1570,34 +1669,35 @@ var file_valise_client_v1_client_proto_depIdxs = []int32{
 	15, // 5: valise.client.v1.GetDeviceKeysResponse.devices:type_name -> valise.client.v1.DeviceKeys
 	9,  // 6: valise.client.v1.ClaimOneTimeKeyResponse.key:type_name -> valise.client.v1.PreKey
 	19, // 7: valise.client.v1.SendEnvelopesRequest.envelopes:type_name -> valise.client.v1.OutgoingEnvelope
-	26, // 8: valise.client.v1.StreamInboxResponse.server_time:type_name -> google.protobuf.Timestamp
-	0,  // 9: valise.client.v1.ClientService.Login:input_type -> valise.client.v1.LoginRequest
-	2,  // 10: valise.client.v1.ClientService.Logout:input_type -> valise.client.v1.LogoutRequest
-	5,  // 11: valise.client.v1.ClientService.ListDevices:input_type -> valise.client.v1.ListDevicesRequest
-	7,  // 12: valise.client.v1.ClientService.DeleteDevice:input_type -> valise.client.v1.DeleteDeviceRequest
-	10, // 13: valise.client.v1.ClientService.PublishDeviceKeys:input_type -> valise.client.v1.PublishDeviceKeysRequest
-	12, // 14: valise.client.v1.ClientService.CountOneTimeKeys:input_type -> valise.client.v1.CountOneTimeKeysRequest
-	14, // 15: valise.client.v1.ClientService.GetDeviceKeys:input_type -> valise.client.v1.GetDeviceKeysRequest
-	17, // 16: valise.client.v1.ClientService.ClaimOneTimeKey:input_type -> valise.client.v1.ClaimOneTimeKeyRequest
-	20, // 17: valise.client.v1.ClientService.SendEnvelopes:input_type -> valise.client.v1.SendEnvelopesRequest
-	22, // 18: valise.client.v1.ClientService.StreamInbox:input_type -> valise.client.v1.StreamInboxRequest
-	24, // 19: valise.client.v1.ClientService.AckInbox:input_type -> valise.client.v1.AckInboxRequest
-	1,  // 20: valise.client.v1.ClientService.Login:output_type -> valise.client.v1.LoginResponse
-	3,  // 21: valise.client.v1.ClientService.Logout:output_type -> valise.client.v1.LogoutResponse
-	6,  // 22: valise.client.v1.ClientService.ListDevices:output_type -> valise.client.v1.ListDevicesResponse
-	8,  // 23: valise.client.v1.ClientService.DeleteDevice:output_type -> valise.client.v1.DeleteDeviceResponse
-	11, // 24: valise.client.v1.ClientService.PublishDeviceKeys:output_type -> valise.client.v1.PublishDeviceKeysResponse
-	13, // 25: valise.client.v1.ClientService.CountOneTimeKeys:output_type -> valise.client.v1.CountOneTimeKeysResponse
-	16, // 26: valise.client.v1.ClientService.GetDeviceKeys:output_type -> valise.client.v1.GetDeviceKeysResponse
-	18, // 27: valise.client.v1.ClientService.ClaimOneTimeKey:output_type -> valise.client.v1.ClaimOneTimeKeyResponse
-	21, // 28: valise.client.v1.ClientService.SendEnvelopes:output_type -> valise.client.v1.SendEnvelopesResponse
-	23, // 29: valise.client.v1.ClientService.StreamInbox:output_type -> valise.client.v1.StreamInboxResponse
-	25, // 30: valise.client.v1.ClientService.AckInbox:output_type -> valise.client.v1.AckInboxResponse
-	20, // [20:31] is the sub-list for method output_type
-	9,  // [9:20] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	27, // 8: valise.client.v1.StreamInboxResponse.server_time:type_name -> google.protobuf.Timestamp
+	24, // 9: valise.client.v1.StreamInboxResponse.delivery_failure:type_name -> valise.client.v1.DeliveryFailure
+	0,  // 10: valise.client.v1.ClientService.Login:input_type -> valise.client.v1.LoginRequest
+	2,  // 11: valise.client.v1.ClientService.Logout:input_type -> valise.client.v1.LogoutRequest
+	5,  // 12: valise.client.v1.ClientService.ListDevices:input_type -> valise.client.v1.ListDevicesRequest
+	7,  // 13: valise.client.v1.ClientService.DeleteDevice:input_type -> valise.client.v1.DeleteDeviceRequest
+	10, // 14: valise.client.v1.ClientService.PublishDeviceKeys:input_type -> valise.client.v1.PublishDeviceKeysRequest
+	12, // 15: valise.client.v1.ClientService.CountOneTimeKeys:input_type -> valise.client.v1.CountOneTimeKeysRequest
+	14, // 16: valise.client.v1.ClientService.GetDeviceKeys:input_type -> valise.client.v1.GetDeviceKeysRequest
+	17, // 17: valise.client.v1.ClientService.ClaimOneTimeKey:input_type -> valise.client.v1.ClaimOneTimeKeyRequest
+	20, // 18: valise.client.v1.ClientService.SendEnvelopes:input_type -> valise.client.v1.SendEnvelopesRequest
+	22, // 19: valise.client.v1.ClientService.StreamInbox:input_type -> valise.client.v1.StreamInboxRequest
+	25, // 20: valise.client.v1.ClientService.AckInbox:input_type -> valise.client.v1.AckInboxRequest
+	1,  // 21: valise.client.v1.ClientService.Login:output_type -> valise.client.v1.LoginResponse
+	3,  // 22: valise.client.v1.ClientService.Logout:output_type -> valise.client.v1.LogoutResponse
+	6,  // 23: valise.client.v1.ClientService.ListDevices:output_type -> valise.client.v1.ListDevicesResponse
+	8,  // 24: valise.client.v1.ClientService.DeleteDevice:output_type -> valise.client.v1.DeleteDeviceResponse
+	11, // 25: valise.client.v1.ClientService.PublishDeviceKeys:output_type -> valise.client.v1.PublishDeviceKeysResponse
+	13, // 26: valise.client.v1.ClientService.CountOneTimeKeys:output_type -> valise.client.v1.CountOneTimeKeysResponse
+	16, // 27: valise.client.v1.ClientService.GetDeviceKeys:output_type -> valise.client.v1.GetDeviceKeysResponse
+	18, // 28: valise.client.v1.ClientService.ClaimOneTimeKey:output_type -> valise.client.v1.ClaimOneTimeKeyResponse
+	21, // 29: valise.client.v1.ClientService.SendEnvelopes:output_type -> valise.client.v1.SendEnvelopesResponse
+	23, // 30: valise.client.v1.ClientService.StreamInbox:output_type -> valise.client.v1.StreamInboxResponse
+	26, // 31: valise.client.v1.ClientService.AckInbox:output_type -> valise.client.v1.AckInboxResponse
+	21, // [21:32] is the sub-list for method output_type
+	10, // [10:21] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_valise_client_v1_client_proto_init() }
@@ -1611,7 +1711,7 @@ func file_valise_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_valise_client_v1_client_proto_rawDesc), len(file_valise_client_v1_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

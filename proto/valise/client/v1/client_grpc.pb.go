@@ -94,32 +94,50 @@ type ClientServiceClient interface {
 	CountOneTimeKeys(ctx context.Context, in *CountOneTimeKeysRequest, opts ...grpc.CallOption) (*CountOneTimeKeysResponse, error)
 	// GetDeviceKeys returns every device of a user that has published keys,
 	// with its identity key and signed prekey. An unknown user has no
-	// devices.
+	// devices. For a user of another node this node asks that node over
+	// federation and returns its answer only if that node's signature over
+	// it verifies.
 	//
-	// Errors: INVALID_ARGUMENT for a malformed user; NOT_FOUND for a user of
-	// another node (federation is not enabled).
+	// Errors: INVALID_ARGUMENT for a malformed user; PERMISSION_DENIED for a
+	// user of a node that is not a federation peer of this node (or is
+	// blocked); UNAVAILABLE when that node cannot be reached or does not
+	// answer correctly; RESOURCE_EXHAUSTED (with RetryInfo) when that node
+	// limits this node's lookups.
 	GetDeviceKeys(ctx context.Context, in *GetDeviceKeysRequest, opts ...grpc.CallOption) (*GetDeviceKeysResponse, error)
 	// ClaimOneTimeKey hands out one one-time prekey of a device, each key at
 	// most once even under concurrent claims. When the stock is empty it
 	// returns the device's signed prekey with fallback set.
 	//
+	// For a device of another node this node claims the key over federation
+	// on the caller's behalf and checks that node's signature.
+	//
 	// Errors: INVALID_ARGUMENT for a malformed user or device id; NOT_FOUND
 	// for an unknown user or device, or one that has published no keys;
-	// RESOURCE_EXHAUSTED when the caller claims too often from one device.
+	// RESOURCE_EXHAUSTED when the caller claims too often from one device;
+	// for a device of another node, PERMISSION_DENIED when that node is not
+	// a federation peer (or is blocked) and UNAVAILABLE when it cannot be
+	// reached or does not answer correctly.
 	ClaimOneTimeKey(ctx context.Context, in *ClaimOneTimeKeyRequest, opts ...grpc.CallOption) (*ClaimOneTimeKeyResponse, error)
 	// SendEnvelopes stores sealed envelopes in their recipients' inboxes, all
 	// or nothing, and returns their ids in request order once they are on
-	// disk. A repeated idempotency key from the same device returns the first
-	// answer and stores nothing new, for as long as the node keeps the key
+	// disk. Envelopes for users of other nodes are stored in the same
+	// transaction in this node's outbox, from which they are relayed to their
+	// node (federation.outbox_ttl, default 30 days); one that cannot be
+	// delivered is reported to the sending device by a delivery-failure
+	// notice in its inbox (StreamInboxResponse.delivery_failure). A repeated
+	// idempotency key from the same device returns the first answer and
+	// stores nothing new, for as long as the node keeps the key
 	// (limits.idempotency_retention, default 30 days).
 	//
 	// Errors: INVALID_ARGUMENT for a missing or over-long idempotency key, no
 	// envelopes, more than the recipient limit (default 1,000), a ciphertext
 	// that is empty or over the size limit (default 256 KiB), or a malformed
-	// user or device id; NOT_FOUND for an unknown recipient user or device
-	// (also for users of other nodes while federation is off);
-	// PERMISSION_DENIED for a deactivated recipient; RESOURCE_EXHAUSTED when
-	// the device sends too fast. In every error case nothing is stored.
+	// user or device id; NOT_FOUND for an unknown local recipient user or
+	// device (remote recipients are checked by their node, which answers
+	// through a delivery-failure notice); PERMISSION_DENIED for a deactivated
+	// local recipient or a user of a node that is not a federation peer of
+	// this node (or is blocked); RESOURCE_EXHAUSTED when the device sends too
+	// fast. In every error case nothing is stored.
 	SendEnvelopes(ctx context.Context, in *SendEnvelopesRequest, opts ...grpc.CallOption) (*SendEnvelopesResponse, error)
 	// StreamInbox streams the calling device's envelopes with a cursor above
 	// after_cursor, in cursor order, and then every new one as it is
@@ -328,32 +346,50 @@ type ClientServiceServer interface {
 	CountOneTimeKeys(context.Context, *CountOneTimeKeysRequest) (*CountOneTimeKeysResponse, error)
 	// GetDeviceKeys returns every device of a user that has published keys,
 	// with its identity key and signed prekey. An unknown user has no
-	// devices.
+	// devices. For a user of another node this node asks that node over
+	// federation and returns its answer only if that node's signature over
+	// it verifies.
 	//
-	// Errors: INVALID_ARGUMENT for a malformed user; NOT_FOUND for a user of
-	// another node (federation is not enabled).
+	// Errors: INVALID_ARGUMENT for a malformed user; PERMISSION_DENIED for a
+	// user of a node that is not a federation peer of this node (or is
+	// blocked); UNAVAILABLE when that node cannot be reached or does not
+	// answer correctly; RESOURCE_EXHAUSTED (with RetryInfo) when that node
+	// limits this node's lookups.
 	GetDeviceKeys(context.Context, *GetDeviceKeysRequest) (*GetDeviceKeysResponse, error)
 	// ClaimOneTimeKey hands out one one-time prekey of a device, each key at
 	// most once even under concurrent claims. When the stock is empty it
 	// returns the device's signed prekey with fallback set.
 	//
+	// For a device of another node this node claims the key over federation
+	// on the caller's behalf and checks that node's signature.
+	//
 	// Errors: INVALID_ARGUMENT for a malformed user or device id; NOT_FOUND
 	// for an unknown user or device, or one that has published no keys;
-	// RESOURCE_EXHAUSTED when the caller claims too often from one device.
+	// RESOURCE_EXHAUSTED when the caller claims too often from one device;
+	// for a device of another node, PERMISSION_DENIED when that node is not
+	// a federation peer (or is blocked) and UNAVAILABLE when it cannot be
+	// reached or does not answer correctly.
 	ClaimOneTimeKey(context.Context, *ClaimOneTimeKeyRequest) (*ClaimOneTimeKeyResponse, error)
 	// SendEnvelopes stores sealed envelopes in their recipients' inboxes, all
 	// or nothing, and returns their ids in request order once they are on
-	// disk. A repeated idempotency key from the same device returns the first
-	// answer and stores nothing new, for as long as the node keeps the key
+	// disk. Envelopes for users of other nodes are stored in the same
+	// transaction in this node's outbox, from which they are relayed to their
+	// node (federation.outbox_ttl, default 30 days); one that cannot be
+	// delivered is reported to the sending device by a delivery-failure
+	// notice in its inbox (StreamInboxResponse.delivery_failure). A repeated
+	// idempotency key from the same device returns the first answer and
+	// stores nothing new, for as long as the node keeps the key
 	// (limits.idempotency_retention, default 30 days).
 	//
 	// Errors: INVALID_ARGUMENT for a missing or over-long idempotency key, no
 	// envelopes, more than the recipient limit (default 1,000), a ciphertext
 	// that is empty or over the size limit (default 256 KiB), or a malformed
-	// user or device id; NOT_FOUND for an unknown recipient user or device
-	// (also for users of other nodes while federation is off);
-	// PERMISSION_DENIED for a deactivated recipient; RESOURCE_EXHAUSTED when
-	// the device sends too fast. In every error case nothing is stored.
+	// user or device id; NOT_FOUND for an unknown local recipient user or
+	// device (remote recipients are checked by their node, which answers
+	// through a delivery-failure notice); PERMISSION_DENIED for a deactivated
+	// local recipient or a user of a node that is not a federation peer of
+	// this node (or is blocked); RESOURCE_EXHAUSTED when the device sends too
+	// fast. In every error case nothing is stored.
 	SendEnvelopes(context.Context, *SendEnvelopesRequest) (*SendEnvelopesResponse, error)
 	// StreamInbox streams the calling device's envelopes with a cursor above
 	// after_cursor, in cursor order, and then every new one as it is

@@ -1,4 +1,8 @@
-package server
+// Package ratelimit holds keyed token buckets: one bucket per key (a
+// device, an address, a peer), with memory bounded under floods of keys.
+// The client, admin and federation services take their rate limits from
+// it.
+package ratelimit
 
 import (
 	"sync"
@@ -7,17 +11,24 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// keyedLimiter holds one token bucket per key. Buckets idle long enough to
+// Keyed holds one token bucket per key. Buckets idle long enough to
 // be full again are dropped, so memory stays bounded by active keys.
-type keyedLimiter struct {
+type Keyed struct {
 	r   Rate
 	mu  sync.Mutex
 	m   map[string]*bucket
 	now func() time.Time
 	// lastSweep is when idle buckets were last dropped.
 	lastSweep time.Time
-	// full is the one bucket shared by new keys while m is at maxKeys.
+	// full is the one bucket shared by new keys while m is at MaxKeys.
 	full *bucket
+}
+
+// Rate is a token bucket: Burst tokens, refilled at PerSecond. A Burst of
+// 0 disables the limit.
+type Rate struct {
+	Burst     int
+	PerSecond float64
 }
 
 type bucket struct {
@@ -25,26 +36,27 @@ type bucket struct {
 	seen time.Time
 }
 
-func newKeyedLimiter(r Rate, now func() time.Time) *keyedLimiter {
-	return &keyedLimiter{r: r, m: make(map[string]*bucket), now: now}
+// NewKeyed returns a limiter of rate r per key, reading time from now.
+func NewKeyed(r Rate, now func() time.Time) *Keyed {
+	return &Keyed{r: r, m: make(map[string]*bucket), now: now}
 }
 
 // refill is how long an idle bucket takes to be full again.
-func (k *keyedLimiter) refill() time.Duration {
+func (k *Keyed) refill() time.Duration {
 	if k.r.PerSecond <= 0 {
 		return time.Hour
 	}
 	return time.Duration(float64(k.r.Burst) / k.r.PerSecond * float64(time.Second))
 }
 
-// maxKeys bounds the buckets of one limiter. Past it, idle buckets are
+// MaxKeys bounds the buckets of one limiter. Past it, idle buckets are
 // swept (at most once a second), and if the map is still full a new key
 // gets a shared, exhausted bucket: under a flood of distinct keys, new keys
 // wait rather than grow memory or slow every call with a sweep.
-const maxKeys = 100_000
+const MaxKeys = 100_000
 
-func (k *keyedLimiter) get(key string, now time.Time) *bucket {
-	if now.Sub(k.lastSweep) > time.Minute || (len(k.m) >= maxKeys && now.Sub(k.lastSweep) > time.Second) {
+func (k *Keyed) get(key string, now time.Time) *bucket {
+	if now.Sub(k.lastSweep) > time.Minute || (len(k.m) >= MaxKeys && now.Sub(k.lastSweep) > time.Second) {
 		idle := k.refill()
 		for key, b := range k.m {
 			if now.Sub(b.seen) > idle {
@@ -55,7 +67,7 @@ func (k *keyedLimiter) get(key string, now time.Time) *bucket {
 	}
 	b := k.m[key]
 	if b == nil {
-		if len(k.m) >= maxKeys {
+		if len(k.m) >= MaxKeys {
 			if k.full == nil {
 				k.full = &bucket{lim: rate.NewLimiter(rate.Limit(k.r.PerSecond), 1)}
 			}
@@ -68,8 +80,8 @@ func (k *keyedLimiter) get(key string, now time.Time) *bucket {
 	return b
 }
 
-// allow takes one token for key, or returns how long to wait for one.
-func (k *keyedLimiter) allow(key string) (bool, time.Duration) {
+// Allow takes one token for key, or returns how long to wait for one.
+func (k *Keyed) Allow(key string) (bool, time.Duration) {
 	if k.r.Burst <= 0 {
 		return true, 0
 	}
@@ -88,8 +100,8 @@ func (k *keyedLimiter) allow(key string) (bool, time.Duration) {
 	return true, 0
 }
 
-// peek reports whether key has a token left, without taking it.
-func (k *keyedLimiter) peek(key string) (bool, time.Duration) {
+// Peek reports whether key has a token left, without taking it.
+func (k *Keyed) Peek(key string) (bool, time.Duration) {
 	if k.r.Burst <= 0 {
 		return true, 0
 	}

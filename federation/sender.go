@@ -1,0 +1,524 @@
+package federation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/valise-im/valise"
+	federationv1 "github.com/valise-im/valise/proto/valise/federation/v1"
+	"github.com/valise-im/valise/storage"
+)
+
+// errLostLease means another owner holds the destination's outbox lease.
+var errLostLease = errors.New("federation: outbox lease held by another owner")
+
+// holdInterval is how often a sender checks whether a blocked peer was
+// unblocked (an admin's retry checks at once).
+const holdInterval = 30 * time.Second
+
+// stopTimeout bounds the store writes of a stopping sender.
+const stopTimeout = 5 * time.Second
+
+// Kinds of backoff reset.
+const (
+	resetContact = iota // the peer called us: retry now, but honour its RetryInfo
+	resetAdmin          // the admin asked: retry now
+)
+
+// sender delivers one destination's outbox. Its fields below wake and
+// the atomics are owned by its run goroutine.
+type sender struct {
+	o    *Outbound
+	dest valise.NodeName
+	log  *slog.Logger
+	// wake holds a pending wake-up: new envelopes or a reset.
+	wake chan struct{}
+	// resetAdmin and resetContact are pending backoff resets.
+	resetAdmin, resetContact atomic.Bool
+	// backingOff is true while the sender waits for NextAttempt.
+	backingOff atomic.Bool
+
+	state        storage.DeliveryState
+	dirty        bool      // state has changes not written yet
+	written      time.Time // when state was last written
+	batch        int       // the current batch size limit
+	leaseUntil   time.Time // zero when the lease is not held
+	limitedUntil time.Time // the peer's RetryInfo asks to wait until then
+}
+
+func newSender(o *Outbound, dest valise.NodeName) *sender {
+	return &sender{
+		o: o, dest: dest,
+		log:   o.log.With("peer", string(dest)),
+		wake:  make(chan struct{}, 1),
+		batch: o.cfg.BatchEnvelopes,
+	}
+}
+
+// poke wakes the sender, resetting its backoff as kind says (or not, for
+// a negative kind).
+func (s *sender) poke(kind int) {
+	switch kind {
+	case resetAdmin:
+		s.resetAdmin.Store(true)
+	case resetContact:
+		s.resetContact.Store(true)
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sender) now() time.Time { return s.o.cfg.Now() }
+
+// run works the queue until it is empty, the lease is someone else's, or
+// ctx is done.
+func (s *sender) run(ctx context.Context) {
+	defer s.o.wg.Done()
+	defer s.stop(ctx)
+	st, err := s.o.cfg.Store.GetDeliveryState(ctx, s.dest)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WarnContext(ctx, "reading delivery state failed", "error", err)
+		}
+		s.o.retire(s, true)
+		return
+	}
+	s.state = st
+	s.written = s.now()
+	for ctx.Err() == nil {
+		// backingOff is set before the reset check, so that a contact
+		// is either seen by the check or pokes the sleep.
+		s.backingOff.Store(true)
+		s.applyReset(ctx)
+		if wait := s.state.NextAttempt.Sub(s.now()); wait > 0 {
+			s.sleep(ctx, wait)
+			continue
+		}
+		s.backingOff.Store(false)
+		more, err := s.step(ctx)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, errLostLease):
+			s.leaseUntil = time.Time{}
+			s.o.retire(s, true)
+			return
+		case err != nil:
+			s.log.WarnContext(ctx, "outbox store failed", "error", err)
+			s.sleep(ctx, s.o.cfg.Poll)
+		case !more:
+			s.release(ctx)
+			s.flush(ctx)
+			if s.o.retire(s, false) {
+				return
+			}
+		}
+	}
+	s.o.retire(s, true)
+}
+
+// sleep waits d, or until ctx is done or a reset is asked for.
+func (s *sender) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-s.wake:
+			if s.resetAdmin.Load() || s.resetContact.Load() {
+				// Keep the wake for retire: the queue must be read again.
+				s.poke(-1)
+				return
+			}
+		}
+	}
+}
+
+// applyReset applies a pending backoff reset: from the admin (Retry), a
+// call from the peer (Contact), or a contact recorded after the last
+// error when the sender started.
+func (s *sender) applyReset(ctx context.Context) {
+	admin := s.resetAdmin.Swap(false)
+	contact := s.resetContact.Swap(false)
+	if !admin && !contact && !s.state.NextAttempt.IsZero() && s.o.contactedAfter(s.dest, s.state.LastErrorAt) {
+		contact = true
+	}
+	if !admin && !contact {
+		return
+	}
+	var next time.Time
+	if admin {
+		s.limitedUntil = time.Time{}
+	} else if s.limitedUntil.After(s.now()) {
+		next = s.limitedUntil
+	}
+	s.o.pool.resetBackoff(s.dest)
+	changed := s.state.Failures != 0 || !s.state.NextAttempt.Equal(next)
+	s.state.Failures = 0
+	s.state.NextAttempt = next
+	if changed || admin {
+		s.dirty = true
+		if err := s.writeState(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "writing delivery state failed", "error", err)
+		}
+	}
+}
+
+// step renews the lease and handles one batch. It reports whether there
+// may be more to do.
+func (s *sender) step(ctx context.Context) (bool, error) {
+	now := s.now()
+	ok, err := s.o.cfg.Store.AcquireOutboxLease(ctx, s.dest, s.o.cfg.Owner, now, now.Add(s.o.cfg.LeaseTTL))
+	if err != nil {
+		return false, fmt.Errorf("acquire lease: %w", err)
+	}
+	if !ok {
+		return false, errLostLease
+	}
+	s.leaseUntil = now.Add(s.o.cfg.LeaseTTL)
+	peer, err := s.o.cfg.Store.GetPeer(ctx, s.dest)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return s.deadLetterQueue(ctx, valise.FailureNotPeer)
+	case err != nil:
+		return false, fmt.Errorf("get peer: %w", err)
+	case peer.Blocked:
+		s.state.LastError = "peer is blocked by this node's admin; its queue is held"
+		s.state.LastErrorAt = now
+		s.state.NextAttempt = now.Add(min(holdInterval, s.o.cfg.BackoffMax))
+		s.dirty = true
+		return true, s.writeState(ctx)
+	}
+	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.batch, s.o.cfg.BatchBytes)
+	if err != nil {
+		return false, fmt.Errorf("read outbox: %w", err)
+	}
+	if len(envs) == 0 {
+		return false, nil
+	}
+	var expired []storage.OutboxOutcome
+	for _, e := range envs {
+		if !e.ExpireTime.After(now) {
+			expired = append(expired, storage.OutboxOutcome{Seq: e.Seq, DeadLetter: valise.FailureExpired})
+		}
+	}
+	if len(expired) > 0 {
+		return true, s.finish(ctx, expired)
+	}
+	return true, s.send(ctx, envs)
+}
+
+// deadLetterQueue gives up one batch of the queue for reason.
+func (s *sender) deadLetterQueue(ctx context.Context, reason valise.FailureReason) (bool, error) {
+	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.o.cfg.BatchEnvelopes, s.o.cfg.BatchBytes)
+	if err != nil || len(envs) == 0 {
+		return false, err
+	}
+	out := make([]storage.OutboxOutcome, len(envs))
+	for i, e := range envs {
+		out[i] = storage.OutboxOutcome{Seq: e.Seq, DeadLetter: reason}
+	}
+	s.log.InfoContext(ctx, "giving up queued envelopes", "reason", string(reason), "envelopes", len(envs))
+	return true, s.finish(ctx, out)
+}
+
+// finish records outcomes and wakes the devices told of dead letters.
+func (s *sender) finish(ctx context.Context, outcomes []storage.OutboxOutcome) error {
+	notices, err := s.o.cfg.Store.FinishOutbox(ctx, s.dest, s.o.cfg.Owner, s.now(), outcomes)
+	if errors.Is(err, storage.ErrPrecondition) {
+		return errLostLease
+	}
+	if err != nil {
+		return fmt.Errorf("finish outbox: %w", err)
+	}
+	for _, o := range outcomes {
+		if o.DeadLetter != "" {
+			s.o.metrics.deadLetters.WithLabelValues(string(s.dest), string(o.DeadLetter)).Inc()
+		}
+	}
+	if len(notices) > 0 && s.o.cfg.Delivered != nil {
+		s.o.cfg.Delivered(notices)
+	}
+	return nil
+}
+
+// send delivers one batch as one transaction and applies the answer. It
+// returns only store errors and errLostLease; delivery failures are
+// recorded in the delivery state.
+func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error {
+	req := &federationv1.DeliverTransactionRequest{
+		Origin:        string(s.o.cfg.Self),
+		Destination:   string(s.dest),
+		TransactionId: transactionID(envs),
+		Envelopes:     make([]*federationv1.FederatedEnvelope, len(envs)),
+	}
+	for i, e := range envs {
+		req.Envelopes[i] = &federationv1.FederatedEnvelope{
+			EnvelopeId:        string(e.ID),
+			SenderUser:        e.Sender + "@" + string(s.o.cfg.Self),
+			SenderDeviceId:    string(e.SenderDevice),
+			RecipientUser:     e.Recipient + "@" + string(s.dest),
+			RecipientDeviceId: string(e.RecipientDevice),
+			OriginServerTime:  timestamppb.New(e.ServerTime),
+			Ciphertext:        e.Ciphertext,
+			ExpireTime:        timestamppb.New(e.ExpireTime),
+		}
+	}
+	c, err := s.o.pool.get(s.dest)
+	if err != nil {
+		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeFailed).Inc()
+		return s.failed(ctx, "peer is not trusted by this node (check its CA bundle)")
+	}
+	// The call never outlives the lease, so that no other owner can take
+	// the queue while this batch is in flight. It waits for the connection
+	// to be ready (within its deadline), so a peer that comes back is
+	// reached at once rather than after the connection's own backoff.
+	timeout := min(s.o.cfg.RPCTimeout, s.leaseUntil.Add(-s.o.cfg.LeaseTTL/10).Sub(s.now()))
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	resp, err := c.client.DeliverTransaction(rctx, req, grpc.WaitForReady(true))
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return s.callFailed(ctx, envs, err)
+	}
+	if !matches(resp, envs) {
+		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeMismatch).Inc()
+		s.log.WarnContext(ctx, "peer answer does not match the transaction", "transaction", req.TransactionId,
+			"envelopes", len(envs), "results", len(resp.GetResults()))
+		return s.failed(ctx, "peer answer did not match the transaction")
+	}
+	s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeOK).Inc()
+	outcomes := make([]storage.OutboxOutcome, len(envs))
+	progress := false
+	for i, r := range resp.GetResults() {
+		outcomes[i].Seq = envs[i].Seq
+		result := resultRetry
+		switch r.GetStatus() {
+		case federationv1.EnvelopeStatus_ENVELOPE_STATUS_ACCEPTED:
+			outcomes[i].Delivered, result = true, resultAccepted
+		case federationv1.EnvelopeStatus_ENVELOPE_STATUS_DUPLICATE:
+			outcomes[i].Delivered, result = true, resultDuplicate
+		default:
+			if reason, permanent := failureReason(r); permanent {
+				outcomes[i].DeadLetter, result = reason, resultDeadLetter
+			} else if envs[i].Attempt+1 >= s.o.cfg.MaxAttempts {
+				outcomes[i].DeadLetter, result = valise.FailureRejected, resultDeadLetter
+			}
+		}
+		progress = progress || result != resultRetry
+		s.o.metrics.envelopes.WithLabelValues(string(s.dest), result).Inc()
+	}
+	if err := s.finish(ctx, outcomes); err != nil {
+		return err
+	}
+	if !progress {
+		return s.failed(ctx, "peer answered every envelope as retryable")
+	}
+	return s.succeeded(ctx)
+}
+
+// callFailed handles a DeliverTransaction that got no answer.
+func (s *sender) callFailed(ctx context.Context, envs []storage.OutboxEnvelope, err error) error {
+	st := status.Convert(err)
+	delay, hasRetry := retryDelay(st)
+	now := s.now()
+	switch {
+	case st.Code() == codes.InvalidArgument || st.Code() == codes.ResourceExhausted && !hasRetry:
+		// Permanent for this batch: split it; a single envelope is given up.
+		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeRejected).Inc()
+		s.log.WarnContext(ctx, "peer refused a transaction as a whole", "code", st.Code().String(),
+			"envelopes", len(envs), "detail", sanitize(st.Message(), 120))
+		s.state.LastError = fmt.Sprintf("peer refused a transaction of %d envelopes: %s", len(envs), st.Code())
+		s.state.LastErrorAt = now
+		s.dirty = true
+		if len(envs) == 1 {
+			if err := s.finish(ctx, []storage.OutboxOutcome{{Seq: envs[0].Seq, DeadLetter: valise.FailureRejected}}); err != nil {
+				return err
+			}
+			s.o.metrics.envelopes.WithLabelValues(string(s.dest), resultDeadLetter).Inc()
+		} else {
+			s.batch = max(1, len(envs)/2)
+		}
+		return s.writeState(ctx)
+	case st.Code() == codes.ResourceExhausted:
+		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeRateLimited).Inc()
+		delay = min(max(delay, s.o.cfg.BackoffMin), s.o.cfg.BackoffMax)
+		s.limitedUntil = now.Add(delay)
+		s.state.LastError = "peer asked this node to slow down"
+		s.state.LastErrorAt = now
+		s.state.NextAttempt = s.limitedUntil
+		s.dirty = true
+		return s.writeState(ctx)
+	}
+	s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeFailed).Inc()
+	return s.failed(ctx, fmt.Sprintf("delivery failed: %s: %s", st.Code(), sanitize(st.Message(), 120)))
+}
+
+// failed records a failed attempt and schedules the next with backoff.
+func (s *sender) failed(ctx context.Context, reason string) error {
+	now := s.now()
+	s.state.Failures++
+	d := s.backoff(s.state.Failures)
+	s.state.LastError = reason
+	s.state.LastErrorAt = now
+	s.state.NextAttempt = now.Add(d)
+	s.dirty = true
+	s.log.WarnContext(ctx, "delivery failed", "reason", reason, "failures", s.state.Failures, "retry_in", d)
+	return s.writeState(ctx)
+}
+
+// succeeded records a transaction that made progress. The state is
+// written at most about once a second while all goes well.
+func (s *sender) succeeded(ctx context.Context) error {
+	now := s.now()
+	wasFailing := s.state.Failures > 0 || s.state.LastError != "" || !s.state.NextAttempt.IsZero()
+	s.state.Failures = 0
+	s.state.LastError = ""
+	s.state.NextAttempt = time.Time{}
+	s.state.LastSuccess = now
+	s.dirty = true
+	s.batch = min(s.o.cfg.BatchEnvelopes, s.batch*2)
+	if wasFailing || now.Sub(s.written) >= time.Second {
+		return s.writeState(ctx)
+	}
+	return nil
+}
+
+// backoff returns the delay after the given number of consecutive
+// failures: a random duration between BackoffMin and BackoffMin doubled
+// per earlier failure, capped at BackoffMax.
+func (s *sender) backoff(failures int) time.Duration {
+	lo, hi := s.o.cfg.BackoffMin, s.o.cfg.BackoffMax
+	ceil := lo
+	for i := 1; i < failures && ceil < hi; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, hi)
+	if ceil <= lo {
+		return lo
+	}
+	return lo + rand.N(ceil-lo+1)
+}
+
+func (s *sender) writeState(ctx context.Context) error {
+	if err := s.o.cfg.Store.SetDeliveryState(ctx, s.dest, s.state); err != nil {
+		return fmt.Errorf("set delivery state: %w", err)
+	}
+	s.dirty = false
+	s.written = s.now()
+	return nil
+}
+
+// flush writes the state if it has unwritten changes.
+func (s *sender) flush(ctx context.Context) {
+	if !s.dirty {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	if err := s.writeState(wctx); err != nil {
+		s.log.WarnContext(ctx, "writing delivery state failed", "error", err)
+	}
+}
+
+// release gives up the lease if it is held.
+func (s *sender) release(ctx context.Context) {
+	if s.leaseUntil.IsZero() {
+		return
+	}
+	s.leaseUntil = time.Time{}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	if err := s.o.cfg.Store.ReleaseOutboxLease(rctx, s.dest, s.o.cfg.Owner); err != nil {
+		s.log.WarnContext(ctx, "releasing outbox lease failed", "error", err)
+	}
+}
+
+// stop releases what a stopping sender holds.
+func (s *sender) stop(ctx context.Context) {
+	s.release(ctx)
+	s.flush(ctx)
+}
+
+// transactionID names a batch: "t" and the hex of the first 16 bytes of
+// SHA-256 over each envelope's id and attempt. Retrying exactly the same
+// envelopes (no answer was applied) reuses the id; any other set, or the
+// same envelopes after an answer was applied, gets another.
+func transactionID(envs []storage.OutboxEnvelope) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, e := range envs {
+		h.Write([]byte(e.ID))
+		h.Write([]byte{0})
+		binary.BigEndian.PutUint64(n[:], uint64(e.Attempt))
+		h.Write(n[:])
+	}
+	return "t" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// matches reports whether resp has one result per envelope, in order.
+func matches(resp *federationv1.DeliverTransactionResponse, envs []storage.OutboxEnvelope) bool {
+	if len(resp.GetResults()) != len(envs) {
+		return false
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetEnvelopeId() != string(envs[i].ID) {
+			return false
+		}
+	}
+	return true
+}
+
+// failureReason maps a result that is neither ACCEPTED nor DUPLICATE to
+// the reason to dead-letter it for, if it is permanent.
+func failureReason(r *federationv1.EnvelopeResult) (valise.FailureReason, bool) {
+	switch r.GetStatus() {
+	case federationv1.EnvelopeStatus_ENVELOPE_STATUS_UNSPECIFIED:
+		return "", false
+	case federationv1.EnvelopeStatus_ENVELOPE_STATUS_UNKNOWN_RECIPIENT:
+		return valise.FailureUnknownRecipient, true
+	case federationv1.EnvelopeStatus_ENVELOPE_STATUS_RECIPIENT_DEACTIVATED:
+		return valise.FailureRecipientDeactivated, true
+	case federationv1.EnvelopeStatus_ENVELOPE_STATUS_TOO_LARGE:
+		return valise.FailureTooLarge, true
+	case federationv1.EnvelopeStatus_ENVELOPE_STATUS_INVALID:
+		return valise.FailureInvalid, true
+	case federationv1.EnvelopeStatus_ENVELOPE_STATUS_EXPIRED:
+		return valise.FailureExpired, true
+	}
+	if r.GetPermanent() {
+		return valise.FailureRejected, true
+	}
+	return "", false
+}
+
+// sanitize keeps at most n bytes of printable ASCII of s, for text that
+// may come from a peer.
+func sanitize(s string, n int) string {
+	b := make([]byte, 0, min(len(s), n))
+	for i := 0; i < len(s) && len(b) < n; i++ {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
