@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
@@ -114,6 +116,43 @@ func (p *connPool) get(peer valise.NodeName) (*conn, error) {
 	c := &conn{cc: cc, client: federationv1.NewFederationServiceClient(cc), target: target}
 	p.conns[peer] = c
 	return c, nil
+}
+
+// connectWait bounds how long an attempt waits for a new connection to
+// be established before its call goes ahead; redialWait, how long it waits
+// for a connection that had failed to come back.
+const (
+	connectWait = 10 * time.Second
+	redialWait  = 2 * time.Second
+)
+
+// ready makes the connection try the network now if its last attempt
+// failed, and waits (at most wait, or until ctx ends) until it is ready
+// or has failed, so that the call that follows either goes out or fails
+// at once with the connection's error. A failed connection stays in
+// TRANSIENT_FAILURE until it is ready again (gRPC's pick_first), so for
+// one it waits at most redialWait.
+func (c *conn) ready(ctx context.Context, wait time.Duration) {
+	st := c.cc.GetState()
+	if st == connectivity.TransientFailure {
+		c.cc.ResetConnectBackoff()
+		wait = min(wait, redialWait)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	c.cc.Connect()
+	for {
+		st = c.cc.GetState()
+		if st == connectivity.Ready || st == connectivity.Shutdown {
+			return
+		}
+		if !c.cc.WaitForStateChange(ctx, st) {
+			return
+		}
+		if next := c.cc.GetState(); next == connectivity.TransientFailure && st != connectivity.TransientFailure {
+			return
+		}
+	}
 }
 
 // resetBackoff makes peer's connection, if any, reconnect at once.

@@ -199,6 +199,19 @@ func (o *Outbound) Retry(node valise.NodeName) {
 	o.wakeRun()
 }
 
+// PeersChanged makes every running sender try again now, as Retry does:
+// call it after the peer list changed (a peer's address or CA bundle was
+// fixed, a block lifted, a peer removed, whose queue must then be given
+// up). It does not block.
+func (o *Outbound) PeersChanged() {
+	o.mu.Lock()
+	for d := range o.senders {
+		o.pending[d] = true
+	}
+	o.mu.Unlock()
+	o.wakeRun()
+}
+
 // Contact tells the sender for node that node just called this node
 // successfully: if it was backing off, it resets its backoff and tries
 // again at once. It does not block; it is meant as ServiceConfig.Contact.
@@ -229,9 +242,8 @@ func (o *Outbound) contactedAfter(node valise.NodeName, t time.Time) bool {
 // Run delivers the outbox until ctx is done: it scans the outbox every
 // Poll and on wakes and keeps one sender per destination with queued
 // envelopes (the node's pruning loop, not Outbound, deletes old federation
-// records). When ctx is
-// done it stops the senders (releasing their leases), closes the
-// connections and returns nil.
+// records). When ctx is done it stops the senders (releasing their
+// leases), closes the connections and returns nil.
 func (o *Outbound) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {

@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -287,12 +287,14 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 		return s.failed(ctx, "peer is not trusted by this node (check its CA bundle)")
 	}
 	// The call never outlives the lease, so that no other owner can take
-	// the queue while this batch is in flight. It waits for the connection
-	// to be ready (within its deadline), so a peer that comes back is
-	// reached at once rather than after the connection's own backoff.
+	// the queue while this batch is in flight. Each attempt dials afresh
+	// if the connection failed before (a peer that comes back is reached
+	// at once, not after the connection's own backoff), and a connection
+	// that still fails fails the attempt at once, with its cause.
 	timeout := min(s.o.cfg.RPCTimeout, s.leaseUntil.Add(-s.o.cfg.LeaseTTL/10).Sub(s.now()))
 	rctx, cancel := context.WithTimeout(ctx, timeout)
-	resp, err := c.client.DeliverTransaction(rctx, req, grpc.WaitForReady(true))
+	c.ready(rctx, connectWait)
+	resp, err := c.client.DeliverTransaction(rctx, req)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -370,7 +372,7 @@ func (s *sender) callFailed(ctx context.Context, envs []storage.OutboxEnvelope, 
 		return s.writeState(ctx)
 	}
 	s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeFailed).Inc()
-	return s.failed(ctx, fmt.Sprintf("delivery failed: %s: %s", st.Code(), sanitize(st.Message(), 120)))
+	return s.failed(ctx, fmt.Sprintf("delivery failed: %s: %s", st.Code(), sanitize(transportCause(st.Message()), 160)))
 }
 
 // failed records a failed attempt and schedules the next with backoff.
@@ -521,4 +523,17 @@ func sanitize(s string, n int) string {
 		}
 	}
 	return string(b)
+}
+
+// transportCause drops the wrapping gRPC puts around a connection error,
+// so that what an admin needs (e.g. "x509: certificate signed by unknown
+// authority", "connection refused") fits in the delivery state.
+func transportCause(msg string) string {
+	for _, p := range []string{"connection error: desc = ", "\"", "transport: ", "authentication handshake failed: ", "Error while dialing: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	if i := strings.Index(msg, "x509: "); i >= 0 {
+		msg = msg[i:]
+	}
+	return strings.TrimSuffix(msg, "\"")
 }

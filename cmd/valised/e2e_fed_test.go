@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -333,4 +334,80 @@ func (n *testNode) peerStateFull(t testing.TB, peer string) *adminv1.Peer {
 	}
 	t.Fatalf("%s is not a peer of %s", peer, n.cfg.Node.Name)
 	return nil
+}
+
+// TestFederationMisconfiguredPeer shows the two mistakes admins make most
+// in `peer list`: the wrong CA bundle for a peer, and an address that
+// reaches another node. Nothing is delivered and the last error says why;
+// once fixed, `peer retry` delivers at once.
+func TestFederationMisconfiguredPeer(t *testing.T) {
+	a := startFedNode(t, "sqlite", "a.example", func(c *config.Config) {
+		c.Federation.BackoffMin = config.Duration(time.Hour) // only retry delivers
+		c.Federation.BackoffMax = config.Duration(time.Hour)
+	})
+	b := startFedNode(t, "sqlite", "b.example", nil)
+	c := startFedNode(t, "sqlite", "c.example", nil)
+	addPeer(t, b, a.dir, a.ready.Federation)
+	a.createUser(t, "alice", "alice-password")
+	b.createUser(t, "bob", "bob-password")
+	alice := a.login(t, "alice", "alice-password")
+	bob := b.login(t, "bob", "bob-password")
+
+	aliceStream := inboxStream(t, alice, 0)
+	caC, _ := os.ReadFile(filepath.Join(c.dir, "ca.crt"))
+	caB, _ := os.ReadFile(filepath.Join(b.dir, "ca.crt"))
+	for _, tc := range []struct {
+		name, addr string
+		ca         []byte
+		want       string
+	}{
+		{"wrong CA bundle", b.ready.Federation, caC, "x509: certificate signed by unknown authority"},
+		{"address of another node", c.ready.Federation, caB, "x509: certificate is valid for c.example, not b.example"},
+	} {
+		if _, err := a.admin.AddPeer(t.Context(), &adminv1.AddPeerRequest{Name: "b.example", Address: tc.addr, CaBundle: tc.ca}); err != nil {
+			t.Fatal(err)
+		}
+		send(t, alice, "k-"+tc.name, []*device{bob}, []byte(tc.name))
+		var d *adminv1.PeerDelivery
+		eventually(t, 10*time.Second, tc.name+": a failed delivery in peer list", func() bool {
+			d = a.peerState(t, "b.example")
+			return d.State == "retrying"
+		})
+		t.Logf("%s: peer list shows %q", tc.name, d.LastError)
+		if !strings.Contains(d.LastError, tc.want) || d.QueueDepth != 1 || d.NextAttemptTime == nil || d.ConsecutiveFailures < 1 {
+			t.Errorf("%s: delivery state %v; want retrying with an error mentioning %q and one envelope queued", tc.name, d, tc.want)
+		}
+		// Removing the peer gives its queue up: alice is told.
+		if _, err := a.admin.RemovePeer(t.Context(), &adminv1.RemovePeerRequest{Name: "b.example"}); err != nil {
+			t.Fatal(err)
+		}
+		if m := recvN(t, aliceStream, 1)[0]; m.GetDeliveryFailure().GetReason() != "not_peer" {
+			t.Errorf("alice's inbox: %v; want a not_peer delivery failure", m)
+		}
+	}
+	// Fixed: the right CA and address; peer retry delivers at once
+	// although the backoff is an hour.
+	addPeer(t, a, b.dir, b.ready.Federation)
+	send(t, alice, "k-fixed", []*device{bob}, []byte("fixed"))
+	bobStream := inboxStream(t, bob, 0)
+	if m := recvN(t, bobStream, 1)[0]; string(m.Ciphertext) != "fixed" {
+		t.Fatalf("bob got %q", m.Ciphertext)
+	}
+	if _, err := b.admin.BlockPeer(t.Context(), &adminv1.BlockPeerRequest{Name: "a.example"}); err != nil {
+		t.Fatal(err)
+	}
+	send(t, alice, "k-blocked", []*device{bob}, []byte("after the block"))
+	eventually(t, 10*time.Second, "a sees b refuse", func() bool { return a.peerState(t, "b.example").State == "retrying" })
+	if _, err := b.admin.UnblockPeer(t.Context(), &adminv1.UnblockPeerRequest{Name: "a.example"}); err != nil {
+		t.Fatal(err)
+	}
+	expectNothing(t, bobStream)
+	if _, err := a.admin.RetryPeer(t.Context(), &adminv1.RetryPeerRequest{Name: "b.example"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recvN(t, bobStream, 1)[0]; string(m.Ciphertext) != "after the block" {
+		t.Fatalf("bob got %q after peer retry", m.Ciphertext)
+	}
+	_, err := a.admin.RetryPeer(t.Context(), &adminv1.RetryPeerRequest{Name: "z.example"})
+	wantCode(t, err, codes.NotFound)
 }

@@ -178,7 +178,14 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	})
 	scfg := cfg.Server()
 	scfg.Node = name
-	scfg.PeersChanged = trust.Reload
+	// After an admin's change the peer trust is reloaded and every sender
+	// tries again at once (a fixed address or CA bundle, a lifted block, a
+	// removed peer whose queue is then given up).
+	scfg.PeersChanged = func(ctx context.Context) error {
+		err := trust.Reload(ctx)
+		outbound.PeersChanged()
+		return err
+	}
 	scfg.Remote = outbound
 	node = server.NewNode(scfg, store, server.NewMetrics(reg), log)
 
