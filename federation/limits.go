@@ -168,8 +168,12 @@ func (s *Service) intercept(ctx context.Context, req any, handler grpc.UnaryHand
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, "no verified peer certificate")
 	}
-	if !s.cfg.Trust.Allowed(peer) {
-		return nil, status.Errorf(codes.PermissionDenied, "node %s is not a federation peer of %s (or is blocked)", peer, s.cfg.Self)
+	// The handshake proved the peer against the peer list of its time;
+	// every call checks again against the current one, so that a block, a
+	// removal, a replaced CA bundle or an expired certificate applies to
+	// open connections too.
+	if err := s.cfg.Trust.Recheck(ctx); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "node %s is not, or no longer, a trusted federation peer of %s", peer, s.cfg.Self)
 	}
 	if ok, d := s.limits.peer.Allow(string(peer)); !ok {
 		return nil, exhausted(d, "too many federation calls from this node")

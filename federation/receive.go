@@ -2,6 +2,8 @@ package federation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -16,6 +18,22 @@ import (
 
 // maxTransactionIDLen bounds a transaction id, in bytes.
 const maxTransactionIDLen = 128
+
+// boundTransactionID is the id under which a transaction's answer is
+// stored: the origin's id followed by a digest of its envelope ids, in
+// order. A retry of the same envelopes under the same id gets the first
+// answer; an origin that reuses an id for other envelopes (which the
+// protocol forbids) is judged afresh, never answered with another
+// transaction's verdicts (envelope ids accepted before are then
+// DUPLICATE, so nothing is stored twice either way).
+func boundTransactionID(req *federationv1.DeliverTransactionRequest) string {
+	h := sha256.New()
+	for _, e := range req.GetEnvelopes() {
+		h.Write([]byte(e.GetEnvelopeId()))
+		h.Write([]byte{0})
+	}
+	return req.GetTransactionId() + "\x00" + hex.EncodeToString(h.Sum(nil)[:16])
+}
 
 // DeliverTransaction receives a batch of envelopes from a peer. The
 // whole-transaction checks run in the order federation.proto gives,
@@ -38,7 +56,7 @@ func (s *Service) deliverTransaction(ctx context.Context, origin valise.NodeName
 	now := s.cfg.Now()
 	tx := &storage.InboundTransaction{
 		Origin:    origin,
-		ID:        req.GetTransactionId(),
+		ID:        boundTransactionID(req),
 		Received:  now,
 		Envelopes: make([]storage.InboundEnvelope, len(req.GetEnvelopes())),
 	}
@@ -49,10 +67,9 @@ func (s *Service) deliverTransaction(ctx context.Context, origin valise.NodeName
 	if err != nil {
 		return nil, fmt.Errorf("federation: receive transaction from %s: %w", origin, err)
 	}
-	// A replay answers the first verdicts even if the origin broke the
-	// protocol and reused the id for other envelopes (it will see that the
-	// answer does not match); a fresh answer must match one for one.
-	if !res.Replayed && len(res.Statuses) != len(tx.Envelopes) {
+	// The stored id is bound to the envelope ids (boundTransactionID), so
+	// a replay is always of these very envelopes.
+	if len(res.Statuses) != len(tx.Envelopes) {
 		return nil, fmt.Errorf("federation: receive transaction from %s: store answered %d verdicts for %d envelopes",
 			origin, len(res.Statuses), len(tx.Envelopes))
 	}

@@ -76,14 +76,16 @@ func TestReplayedTransaction(t *testing.T) {
 	if !proto.Equal(first, again) {
 		t.Errorf("replay answered %v, want %v", again, first)
 	}
-	// The same id with other envelopes still gets the first answer and
-	// stores nothing.
-	other, err := c.DeliverTransaction(ctx, deliverReq("t1", envelopeTo(bob, bobDev, "three")))
+	// The same id reused for other envelopes (which the protocol forbids)
+	// is judged afresh: the envelope seen before is a duplicate, the new
+	// one is stored; never another transaction's verdicts.
+	three := envelopeTo(bob, bobDev, "three")
+	other, err := c.DeliverTransaction(ctx, deliverReq("t1", e1, three))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := statuses(other), statuses(first); !slices.Equal(got, want) {
-		t.Errorf("replay with other envelopes answered %v, want %v", got, want)
+	if got, want := statuses(other), []federationv1.EnvelopeStatus{federationv1.EnvelopeStatus_ENVELOPE_STATUS_DUPLICATE, accepted}; !slices.Equal(got, want) {
+		t.Errorf("the id reused for other envelopes answered %v, want %v", got, want)
 	}
 	// The same envelopes in another transaction are duplicates.
 	dup, err := c.DeliverTransaction(ctx, deliverReq("t2", e1, e2))
@@ -95,8 +97,8 @@ func TestReplayedTransaction(t *testing.T) {
 			t.Errorf("result %v, want DUPLICATE, not permanent", r)
 		}
 	}
-	if got := b.inbox("bob", bobDev); len(got) != 2 {
-		t.Errorf("inbox has %d envelopes, want 2", len(got))
+	if got := b.inbox("bob", bobDev); len(got) != 3 {
+		t.Errorf("inbox has %d envelopes, want 3 (one, two, three)", len(got))
 	}
 }
 

@@ -220,6 +220,23 @@ func (t *Trust) verifyPeer(cs tls.ConnectionState) (valise.NodeName, error) {
 	return name, nil
 }
 
+// Recheck verifies again, against the current peer list, the client
+// certificate of the gRPC call in ctx (served over ServerTLS): it must
+// still name a listed, unblocked peer and chain to that peer's current CA
+// bundle, and still be valid.
+func (t *Trust) Recheck(ctx context.Context) error {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return errors.New("federation: no peer connection")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return errors.New("federation: peer connection is not TLS")
+	}
+	_, err := t.verifyPeer(info.State)
+	return err
+}
+
 // leafName returns the node name a certificate claims: its DNS SANs must be
 // exactly one valid node name.
 func leafName(leaf *x509.Certificate) (valise.NodeName, error) {

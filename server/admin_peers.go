@@ -94,6 +94,14 @@ func (s *adminService) UnblockPeer(ctx context.Context, req *adminv1.UnblockPeer
 	return &adminv1.UnblockPeerResponse{}, nil
 }
 
+func (s *adminService) UpdatePeer(ctx context.Context, req *adminv1.UpdatePeerRequest) (*adminv1.UpdatePeerResponse, error) {
+	p, err := s.n.UpdatePeer(ctx, actorFrom(ctx), req.GetName(), req.GetAddress(), req.GetCaBundle())
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.UpdatePeerResponse{Peer: peerProto(p)}, nil
+}
+
 func (s *adminService) RetryPeer(ctx context.Context, req *adminv1.RetryPeerRequest) (*adminv1.RetryPeerResponse, error) {
 	if err := s.n.RetryPeer(ctx, actorFrom(ctx), req.GetName()); err != nil {
 		return nil, err

@@ -119,6 +119,51 @@ func (n *Node) AddPeer(ctx context.Context, actor, name, address string, caBundl
 	return rec, nil
 }
 
+// UpdatePeer changes a peer's address and/or CA bundle (empty keeps the
+// current value); actor is recorded in the audit log.
+func (n *Node) UpdatePeer(ctx context.Context, actor, name, address string, caBundle []byte) (storage.Peer, error) {
+	p, err := n.peerName(name)
+	if err != nil {
+		return storage.Peer{}, err
+	}
+	if address == "" && len(caBundle) == 0 {
+		return storage.Peer{}, valise.Errorf(valise.KindInvalid, "give a new address, a new CA bundle, or both")
+	}
+	if address != "" {
+		if err := checkPeerAddress(address); err != nil {
+			return storage.Peer{}, err
+		}
+	}
+	var certs []*x509.Certificate
+	var pemBundle []byte
+	if len(caBundle) > 0 {
+		if certs, pemBundle, err = parseCABundle(caBundle); err != nil {
+			return storage.Peer{}, err
+		}
+	}
+	cur, err := n.store.GetPeer(ctx, p)
+	if err != nil {
+		return storage.Peer{}, notFound(err, "peer %s not found", p)
+	}
+	if address != "" {
+		cur.Address = address
+	}
+	if pemBundle != nil {
+		cur.CABundle = pemBundle
+	}
+	cur.UpdatedAt = n.now().UTC()
+	detail := fmt.Sprintf("address=%s", cur.Address)
+	if certs != nil {
+		detail += fmt.Sprintf(" cas=%d", len(certs))
+	}
+	if err := n.store.UpdatePeer(ctx, cur, n.audit(actor, "peer.update", string(p), detail)); err != nil {
+		return storage.Peer{}, notFound(err, "peer %s not found", p)
+	}
+	n.log.InfoContext(ctx, "peer updated", "peer", string(p), "address", cur.Address, "actor", actor)
+	n.peersChanged(ctx)
+	return cur, nil
+}
+
 // PeerInfo is a peer with the state of this node's deliveries to it.
 type PeerInfo struct {
 	storage.Peer

@@ -158,8 +158,11 @@ const (
 
 // InboundTransaction is one DeliverTransaction from another node.
 type InboundTransaction struct {
-	Origin   valise.NodeName
-	ID       string // the origin's transaction id, 1 to 128 bytes
+	Origin valise.NodeName
+	// ID names the transaction among the origin's: at most 256 bytes
+	// (the federation service stores the origin's id bound to a digest of
+	// the envelope ids).
+	ID       string
 	Received time.Time
 	// Envelopes, in request order.
 	Envelopes []InboundEnvelope

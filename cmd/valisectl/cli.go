@@ -52,6 +52,7 @@ func commands() []command {
 		{"peer unblock", 1, false, peerUnblock},
 		{"peer remove", 1, false, peerRemove},
 		{"peer retry", 1, false, peerRetry},
+		{"peer update", 1, false, peerUpdate},
 	}
 }
 

@@ -40,17 +40,21 @@ func peerAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if c.g.json {
 			return printJSON(c.stdout, resp)
 		}
-		p := resp.GetPeer()
-		if _, err := fmt.Fprintf(c.stdout, "added peer %s at %s\n", cell(p.GetName()), cell(p.GetAddress())); err != nil {
+		return printPeer(c, "added", resp.GetPeer())
+	}
+}
+
+// printPeer prints a peer just added or updated, with its CA fingerprints.
+func printPeer(c *cli, verb string, p *adminv1.Peer) error {
+	if _, err := fmt.Fprintf(c.stdout, "%s peer %s at %s\n", verb, cell(p.GetName()), cell(p.GetAddress())); err != nil {
+		return err
+	}
+	for _, fp := range p.GetCaFingerprints() {
+		if _, err := fmt.Fprintf(c.stdout, "  trusted CA sha256 %s\n", cell(fp)); err != nil {
 			return err
 		}
-		for _, fp := range p.GetCaFingerprints() {
-			if _, err := fmt.Fprintf(c.stdout, "  trusted CA sha256 %s\n", cell(fp)); err != nil {
-				return err
-			}
-		}
-		return nil
 	}
+	return nil
 }
 
 // readSmallFile reads a file of at most limit bytes.
@@ -127,6 +131,34 @@ func peerUnblock(*flag.FlagSet) func(context.Context, *cli, []string) error {
 			return c.admin.UnblockPeer(ctx, &adminv1.UnblockPeerRequest{Name: args[0]})
 		})
 		return c.done(resp, err, "unblocked peer %s", args[0])
+	}
+}
+
+func peerUpdate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
+	var address, caFile string
+	fs.StringVar(&address, "address", "", "the peer's new federation endpoint, HOST:PORT")
+	fs.StringVar(&caFile, "ca-bundle", "", "PEM file of the CA certificates now trusted for the peer's name (replaces the current bundle)")
+	return func(ctx context.Context, c *cli, args []string) error {
+		if address == "" && caFile == "" {
+			return usageErrorf("peer update: give --address, --ca-bundle or both")
+		}
+		var bundle []byte
+		if caFile != "" {
+			var err error
+			if bundle, err = readSmallFile(caFile, maxCABundleFile); err != nil {
+				return err
+			}
+		}
+		resp, err := call(ctx, c, func(ctx context.Context) (*adminv1.UpdatePeerResponse, error) {
+			return c.admin.UpdatePeer(ctx, &adminv1.UpdatePeerRequest{Name: args[0], Address: address, CaBundle: bundle})
+		})
+		if err != nil {
+			return err
+		}
+		if c.g.json {
+			return printJSON(c.stdout, resp)
+		}
+		return printPeer(c, "updated", resp.GetPeer())
 	}
 }
 

@@ -34,6 +34,10 @@ Commands:
         deliveries to each (idle, delivering, retrying, blocked), envelopes
         queued, the oldest one's age, the last success, the next retry,
         the last error, and the SHA-256 of each trusted CA certificate.
+  peer update PEER [--address HOST:PORT] [--ca-bundle FILE]
+        Change a peer's address and/or the CA certificates trusted for it
+        (the bundle is replaced whole: list old and new CA while the peer
+        rotates its CA); deliveries to it are retried at once.
   peer block PEER
         Block a peer: it can neither deliver to this node nor receive.
   peer unblock PEER
@@ -71,10 +75,11 @@ Command flags:
   --all                 follow next_page_token to the last page
                         (--page-* and --all: user list, device list, audit
                         list, peer list)
-  --address HOST:PORT   the peer's federation endpoint (peer add; required)
+  --address HOST:PORT   the peer's federation endpoint (peer add: required;
+                        peer update)
   --ca-bundle FILE      PEM CA certificates trusted for the peer's name
-                        (peer add; required; --ca is the global flag for
-                        the admin connection)
+                        (peer add: required; peer update; --ca is the
+                        global flag for the admin connection)
 
 Exit status: 0 on success, 1 when a call fails, 2 on a usage error.
 `

@@ -100,6 +100,38 @@ func TestPeerList(t *testing.T) {
 			t.Errorf("peer add with a non-CA certificate: exit %d: %s", code, errs)
 		}
 
+		// Update: a second CA beside the first (a CA rotation), then a new
+		// address; bad input changes nothing.
+		third := newNodeDir(t, "sqlite")
+		caPEM2, err := os.ReadFile(filepath.Join(third, "ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		both := filepath.Join(t.TempDir(), "both.pem")
+		if err := os.WriteFile(both, append(append([]byte{}, caPEM...), caPEM2...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, errs, code = n.ctl(t, "", "peer", "update", "b.example", "--ca-bundle", both)
+		if code != 0 || !strings.HasPrefix(out, "updated peer b.example at 127.0.0.1:7443\n") || strings.Count(out, "trusted CA sha256") != 2 {
+			t.Fatalf("peer update --ca-bundle: exit %d, stdout %q, stderr %q", code, out, errs)
+		}
+		if _, errs, code := n.ctl(t, "", "peer", "update", "b.example", "--address", "10.1.2.3:7444"); code != 0 {
+			t.Fatalf("peer update --address: exit %d: %s", code, errs)
+		}
+		for _, args := range [][]string{
+			{"peer", "update", "b.example"},
+			{"peer", "update", "b.example", "--address", "no-port"},
+			{"peer", "update", "b.example", "--ca-bundle", filepath.Join(other, "node.crt")},
+			{"peer", "update", "z.example", "--address", "10.1.2.3:7444"},
+		} {
+			if _, errs, code := n.ctl(t, "", args...); code == 0 {
+				t.Errorf("%q succeeded; stderr %q", args, errs)
+			}
+		}
+		if resp, err := n.admin.ListPeers(t.Context(), &adminv1.ListPeersRequest{}); err != nil || resp.GetPeers()[0].GetAddress() != "10.1.2.3:7444" || len(resp.GetPeers()[0].GetCaFingerprints()) != 2 {
+			t.Fatalf("ListPeers after update: %v, %v", resp, err)
+		}
+
 		// Block, unblock, remove.
 		if _, errs, code := n.ctl(t, "", "peer", "block", "b.example"); code != 0 {
 			t.Fatalf("peer block: exit %d: %s", code, errs)
@@ -151,7 +183,7 @@ func TestPeerList(t *testing.T) {
 				got = append(got, e.Action+" "+e.Target)
 			}
 		}
-		want := []string{"peer.add b.example", "peer.block b.example", "peer.unblock b.example", "peer.remove b.example"}
+		want := []string{"peer.add b.example", "peer.update b.example", "peer.update b.example", "peer.block b.example", "peer.unblock b.example", "peer.remove b.example"}
 		if strings.Join(got, ", ") != strings.Join(want, ", ") || !audit.ChainVerified {
 			t.Errorf("audited peer actions = %q (chain verified %v), want %q", got, audit.ChainVerified, want)
 		}

@@ -1603,6 +1603,117 @@ func (x *ListPeersResponse) GetNextPageToken() string {
 	return ""
 }
 
+// UpdatePeerRequest names a peer and what changes.
+type UpdatePeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's node name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The new federation endpoint, HOST:PORT; empty keeps the current one.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// The new PEM CA bundle, replacing the current one whole; empty keeps
+	// the current one.
+	CaBundle      []byte `protobuf:"bytes,3,opt,name=ca_bundle,json=caBundle,proto3" json:"ca_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePeerRequest) Reset() {
+	*x = UpdatePeerRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePeerRequest) ProtoMessage() {}
+
+func (x *UpdatePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePeerRequest.ProtoReflect.Descriptor instead.
+func (*UpdatePeerRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *UpdatePeerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdatePeerRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *UpdatePeerRequest) GetCaBundle() []byte {
+	if x != nil {
+		return x.CaBundle
+	}
+	return nil
+}
+
+// UpdatePeerResponse describes the updated peer.
+type UpdatePeerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer as it is now.
+	Peer          *Peer `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdatePeerResponse) Reset() {
+	*x = UpdatePeerResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdatePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdatePeerResponse) ProtoMessage() {}
+
+func (x *UpdatePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdatePeerResponse.ProtoReflect.Descriptor instead.
+func (*UpdatePeerResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *UpdatePeerResponse) GetPeer() *Peer {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
 // BlockPeerRequest names a peer.
 type BlockPeerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1614,7 +1725,7 @@ type BlockPeerRequest struct {
 
 func (x *BlockPeerRequest) Reset() {
 	*x = BlockPeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1737,7 @@ func (x *BlockPeerRequest) String() string {
 func (*BlockPeerRequest) ProtoMessage() {}
 
 func (x *BlockPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1750,7 @@ func (x *BlockPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockPeerRequest.ProtoReflect.Descriptor instead.
 func (*BlockPeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *BlockPeerRequest) GetName() string {
@@ -1658,7 +1769,7 @@ type BlockPeerResponse struct {
 
 func (x *BlockPeerResponse) Reset() {
 	*x = BlockPeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1781,7 @@ func (x *BlockPeerResponse) String() string {
 func (*BlockPeerResponse) ProtoMessage() {}
 
 func (x *BlockPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1794,7 @@ func (x *BlockPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlockPeerResponse.ProtoReflect.Descriptor instead.
 func (*BlockPeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 // UnblockPeerRequest names a peer.
@@ -1697,7 +1808,7 @@ type UnblockPeerRequest struct {
 
 func (x *UnblockPeerRequest) Reset() {
 	*x = UnblockPeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1820,7 @@ func (x *UnblockPeerRequest) String() string {
 func (*UnblockPeerRequest) ProtoMessage() {}
 
 func (x *UnblockPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1833,7 @@ func (x *UnblockPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockPeerRequest.ProtoReflect.Descriptor instead.
 func (*UnblockPeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UnblockPeerRequest) GetName() string {
@@ -1741,7 +1852,7 @@ type UnblockPeerResponse struct {
 
 func (x *UnblockPeerResponse) Reset() {
 	*x = UnblockPeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1864,7 @@ func (x *UnblockPeerResponse) String() string {
 func (*UnblockPeerResponse) ProtoMessage() {}
 
 func (x *UnblockPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1877,7 @@ func (x *UnblockPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnblockPeerResponse.ProtoReflect.Descriptor instead.
 func (*UnblockPeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 // RemovePeerRequest names a peer.
@@ -1780,7 +1891,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1903,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1916,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RemovePeerRequest) GetName() string {
@@ -1824,7 +1935,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1947,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1960,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 // RetryPeerRequest names a peer.
@@ -1863,7 +1974,7 @@ type RetryPeerRequest struct {
 
 func (x *RetryPeerRequest) Reset() {
 	*x = RetryPeerRequest{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1986,7 @@ func (x *RetryPeerRequest) String() string {
 func (*RetryPeerRequest) ProtoMessage() {}
 
 func (x *RetryPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +1999,7 @@ func (x *RetryPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPeerRequest.ProtoReflect.Descriptor instead.
 func (*RetryPeerRequest) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RetryPeerRequest) GetName() string {
@@ -1907,7 +2018,7 @@ type RetryPeerResponse struct {
 
 func (x *RetryPeerResponse) Reset() {
 	*x = RetryPeerResponse{}
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2030,7 @@ func (x *RetryPeerResponse) String() string {
 func (*RetryPeerResponse) ProtoMessage() {}
 
 func (x *RetryPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_valise_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2043,7 @@ func (x *RetryPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryPeerResponse.ProtoReflect.Descriptor instead.
 func (*RetryPeerResponse) Descriptor() ([]byte, []int) {
-	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 var File_valise_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -2037,7 +2148,13 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"h\n" +
 	"\x11ListPeersResponse\x12+\n" +
 	"\x05peers\x18\x01 \x03(\v2\x15.valise.admin.v1.PeerR\x05peers\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"^\n" +
+	"\x11UpdatePeerRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1b\n" +
+	"\tca_bundle\x18\x03 \x01(\fR\bcaBundle\"?\n" +
+	"\x12UpdatePeerResponse\x12)\n" +
+	"\x04peer\x18\x01 \x01(\v2\x15.valise.admin.v1.PeerR\x04peer\"&\n" +
 	"\x10BlockPeerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
 	"\x11BlockPeerResponse\"(\n" +
@@ -2049,8 +2166,7 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\x12RemovePeerResponse\"&\n" +
 	"\x10RetryPeerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
-	"\x11RetryPeerResponse2\xd1\n" +
-	"\n" +
+	"\x11RetryPeerResponse2\xa8\v\n" +
 	"\fAdminService\x12U\n" +
 	"\n" +
 	"CreateUser\x12\".valise.admin.v1.CreateUserRequest\x1a#.valise.admin.v1.CreateUserResponse\x12R\n" +
@@ -2063,7 +2179,9 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\fRevokeDevice\x12$.valise.admin.v1.RevokeDeviceRequest\x1a%.valise.admin.v1.RevokeDeviceResponse\x12d\n" +
 	"\x0fListAuditEvents\x12'.valise.admin.v1.ListAuditEventsRequest\x1a(.valise.admin.v1.ListAuditEventsResponse\x12L\n" +
 	"\aAddPeer\x12\x1f.valise.admin.v1.AddPeerRequest\x1a .valise.admin.v1.AddPeerResponse\x12R\n" +
-	"\tListPeers\x12!.valise.admin.v1.ListPeersRequest\x1a\".valise.admin.v1.ListPeersResponse\x12R\n" +
+	"\tListPeers\x12!.valise.admin.v1.ListPeersRequest\x1a\".valise.admin.v1.ListPeersResponse\x12U\n" +
+	"\n" +
+	"UpdatePeer\x12\".valise.admin.v1.UpdatePeerRequest\x1a#.valise.admin.v1.UpdatePeerResponse\x12R\n" +
 	"\tBlockPeer\x12!.valise.admin.v1.BlockPeerRequest\x1a\".valise.admin.v1.BlockPeerResponse\x12X\n" +
 	"\vUnblockPeer\x12#.valise.admin.v1.UnblockPeerRequest\x1a$.valise.admin.v1.UnblockPeerResponse\x12U\n" +
 	"\n" +
@@ -2082,7 +2200,7 @@ func file_valise_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_valise_admin_v1_admin_proto_rawDescData
 }
 
-var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*User)(nil),                    // 0: valise.admin.v1.User
 	(*CreateUserRequest)(nil),       // 1: valise.admin.v1.CreateUserRequest
@@ -2111,70 +2229,75 @@ var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*AddPeerResponse)(nil),         // 24: valise.admin.v1.AddPeerResponse
 	(*ListPeersRequest)(nil),        // 25: valise.admin.v1.ListPeersRequest
 	(*ListPeersResponse)(nil),       // 26: valise.admin.v1.ListPeersResponse
-	(*BlockPeerRequest)(nil),        // 27: valise.admin.v1.BlockPeerRequest
-	(*BlockPeerResponse)(nil),       // 28: valise.admin.v1.BlockPeerResponse
-	(*UnblockPeerRequest)(nil),      // 29: valise.admin.v1.UnblockPeerRequest
-	(*UnblockPeerResponse)(nil),     // 30: valise.admin.v1.UnblockPeerResponse
-	(*RemovePeerRequest)(nil),       // 31: valise.admin.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),      // 32: valise.admin.v1.RemovePeerResponse
-	(*RetryPeerRequest)(nil),        // 33: valise.admin.v1.RetryPeerRequest
-	(*RetryPeerResponse)(nil),       // 34: valise.admin.v1.RetryPeerResponse
-	(*timestamppb.Timestamp)(nil),   // 35: google.protobuf.Timestamp
+	(*UpdatePeerRequest)(nil),       // 27: valise.admin.v1.UpdatePeerRequest
+	(*UpdatePeerResponse)(nil),      // 28: valise.admin.v1.UpdatePeerResponse
+	(*BlockPeerRequest)(nil),        // 29: valise.admin.v1.BlockPeerRequest
+	(*BlockPeerResponse)(nil),       // 30: valise.admin.v1.BlockPeerResponse
+	(*UnblockPeerRequest)(nil),      // 31: valise.admin.v1.UnblockPeerRequest
+	(*UnblockPeerResponse)(nil),     // 32: valise.admin.v1.UnblockPeerResponse
+	(*RemovePeerRequest)(nil),       // 33: valise.admin.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),      // 34: valise.admin.v1.RemovePeerResponse
+	(*RetryPeerRequest)(nil),        // 35: valise.admin.v1.RetryPeerRequest
+	(*RetryPeerResponse)(nil),       // 36: valise.admin.v1.RetryPeerResponse
+	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
 }
 var file_valise_admin_v1_admin_proto_depIdxs = []int32{
-	35, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
-	35, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
+	37, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
+	37, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: valise.admin.v1.CreateUserResponse.user:type_name -> valise.admin.v1.User
 	0,  // 3: valise.admin.v1.ListUsersResponse.users:type_name -> valise.admin.v1.User
 	0,  // 4: valise.admin.v1.GetUserResponse.user:type_name -> valise.admin.v1.User
-	35, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
+	37, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
 	13, // 6: valise.admin.v1.ListUserDevicesResponse.devices:type_name -> valise.admin.v1.Device
-	35, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	37, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	18, // 8: valise.admin.v1.ListAuditEventsResponse.events:type_name -> valise.admin.v1.AuditEvent
-	35, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
-	35, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
+	37, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
+	37, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
 	22, // 11: valise.admin.v1.Peer.delivery:type_name -> valise.admin.v1.PeerDelivery
-	35, // 12: valise.admin.v1.PeerDelivery.oldest_queued_time:type_name -> google.protobuf.Timestamp
-	35, // 13: valise.admin.v1.PeerDelivery.last_success_time:type_name -> google.protobuf.Timestamp
-	35, // 14: valise.admin.v1.PeerDelivery.last_error_time:type_name -> google.protobuf.Timestamp
-	35, // 15: valise.admin.v1.PeerDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	37, // 12: valise.admin.v1.PeerDelivery.oldest_queued_time:type_name -> google.protobuf.Timestamp
+	37, // 13: valise.admin.v1.PeerDelivery.last_success_time:type_name -> google.protobuf.Timestamp
+	37, // 14: valise.admin.v1.PeerDelivery.last_error_time:type_name -> google.protobuf.Timestamp
+	37, // 15: valise.admin.v1.PeerDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
 	21, // 16: valise.admin.v1.AddPeerResponse.peer:type_name -> valise.admin.v1.Peer
 	21, // 17: valise.admin.v1.ListPeersResponse.peers:type_name -> valise.admin.v1.Peer
-	1,  // 18: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
-	3,  // 19: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
-	5,  // 20: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
-	7,  // 21: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
-	9,  // 22: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
-	11, // 23: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
-	14, // 24: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
-	16, // 25: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
-	19, // 26: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
-	23, // 27: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
-	25, // 28: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
-	27, // 29: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
-	29, // 30: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
-	31, // 31: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
-	33, // 32: valise.admin.v1.AdminService.RetryPeer:input_type -> valise.admin.v1.RetryPeerRequest
-	2,  // 33: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
-	4,  // 34: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
-	6,  // 35: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
-	8,  // 36: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
-	10, // 37: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
-	12, // 38: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
-	15, // 39: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
-	17, // 40: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
-	20, // 41: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
-	24, // 42: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
-	26, // 43: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
-	28, // 44: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
-	30, // 45: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
-	32, // 46: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
-	34, // 47: valise.admin.v1.AdminService.RetryPeer:output_type -> valise.admin.v1.RetryPeerResponse
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	21, // 18: valise.admin.v1.UpdatePeerResponse.peer:type_name -> valise.admin.v1.Peer
+	1,  // 19: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
+	3,  // 20: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
+	5,  // 21: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
+	7,  // 22: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
+	9,  // 23: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
+	11, // 24: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
+	14, // 25: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
+	16, // 26: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
+	19, // 27: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
+	23, // 28: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
+	25, // 29: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
+	27, // 30: valise.admin.v1.AdminService.UpdatePeer:input_type -> valise.admin.v1.UpdatePeerRequest
+	29, // 31: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
+	31, // 32: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
+	33, // 33: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
+	35, // 34: valise.admin.v1.AdminService.RetryPeer:input_type -> valise.admin.v1.RetryPeerRequest
+	2,  // 35: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
+	4,  // 36: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
+	6,  // 37: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
+	8,  // 38: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
+	10, // 39: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
+	12, // 40: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
+	15, // 41: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
+	17, // 42: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
+	20, // 43: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
+	24, // 44: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
+	26, // 45: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
+	28, // 46: valise.admin.v1.AdminService.UpdatePeer:output_type -> valise.admin.v1.UpdatePeerResponse
+	30, // 47: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
+	32, // 48: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
+	34, // 49: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
+	36, // 50: valise.admin.v1.AdminService.RetryPeer:output_type -> valise.admin.v1.RetryPeerResponse
+	35, // [35:51] is the sub-list for method output_type
+	19, // [19:35] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_valise_admin_v1_admin_proto_init() }
@@ -2188,7 +2311,7 @@ func file_valise_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_valise_admin_v1_admin_proto_rawDesc), len(file_valise_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

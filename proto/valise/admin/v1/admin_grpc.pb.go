@@ -30,6 +30,7 @@ const (
 	AdminService_ListAuditEvents_FullMethodName = "/valise.admin.v1.AdminService/ListAuditEvents"
 	AdminService_AddPeer_FullMethodName         = "/valise.admin.v1.AdminService/AddPeer"
 	AdminService_ListPeers_FullMethodName       = "/valise.admin.v1.AdminService/ListPeers"
+	AdminService_UpdatePeer_FullMethodName      = "/valise.admin.v1.AdminService/UpdatePeer"
 	AdminService_BlockPeer_FullMethodName       = "/valise.admin.v1.AdminService/BlockPeer"
 	AdminService_UnblockPeer_FullMethodName     = "/valise.admin.v1.AdminService/UnblockPeer"
 	AdminService_RemovePeer_FullMethodName      = "/valise.admin.v1.AdminService/RemovePeer"
@@ -108,6 +109,14 @@ type AdminServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
 	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
+	// UpdatePeer changes a peer's address, its CA bundle, or both (e.g. to
+	// trust the peer's new CA beside its old one while it rotates). Fields
+	// left empty stay as they are; the block state stays too. The deliveries
+	// to the peer are retried at once.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name, address or CA bundle (as
+	// for AddPeer) or when neither is given; NOT_FOUND.
+	UpdatePeer(ctx context.Context, in *UpdatePeerRequest, opts ...grpc.CallOption) (*UpdatePeerResponse, error)
 	// BlockPeer blocks a peer: it stays listed but can neither deliver to
 	// this node nor receive from it. Blocking a blocked peer succeeds.
 	//
@@ -250,6 +259,16 @@ func (c *adminServiceClient) ListPeers(ctx context.Context, in *ListPeersRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) UpdatePeer(ctx context.Context, in *UpdatePeerRequest, opts ...grpc.CallOption) (*UpdatePeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdatePeerResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdatePeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) BlockPeer(ctx context.Context, in *BlockPeerRequest, opts ...grpc.CallOption) (*BlockPeerResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BlockPeerResponse)
@@ -362,6 +381,14 @@ type AdminServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT for a malformed page token or page size.
 	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
+	// UpdatePeer changes a peer's address, its CA bundle, or both (e.g. to
+	// trust the peer's new CA beside its old one while it rotates). Fields
+	// left empty stay as they are; the block state stays too. The deliveries
+	// to the peer are retried at once.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed name, address or CA bundle (as
+	// for AddPeer) or when neither is given; NOT_FOUND.
+	UpdatePeer(context.Context, *UpdatePeerRequest) (*UpdatePeerResponse, error)
 	// BlockPeer blocks a peer: it stays listed but can neither deliver to
 	// this node nor receive from it. Blocking a blocked peer succeeds.
 	//
@@ -426,6 +453,9 @@ func (UnimplementedAdminServiceServer) AddPeer(context.Context, *AddPeerRequest)
 }
 func (UnimplementedAdminServiceServer) ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPeers not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdatePeer(context.Context, *UpdatePeerRequest) (*UpdatePeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdatePeer not implemented")
 }
 func (UnimplementedAdminServiceServer) BlockPeer(context.Context, *BlockPeerRequest) (*BlockPeerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BlockPeer not implemented")
@@ -658,6 +688,24 @@ func _AdminService_ListPeers_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_UpdatePeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdatePeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdatePeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdatePeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdatePeer(ctx, req.(*UpdatePeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_BlockPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(BlockPeerRequest)
 	if err := dec(in); err != nil {
@@ -780,6 +828,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPeers",
 			Handler:    _AdminService_ListPeers_Handler,
+		},
+		{
+			MethodName: "UpdatePeer",
+			Handler:    _AdminService_UpdatePeer_Handler,
 		},
 		{
 			MethodName: "BlockPeer",

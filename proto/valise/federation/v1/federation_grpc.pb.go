@@ -88,9 +88,12 @@ type FederationServiceClient interface {
 	//
 	// A transaction_id names one fixed set of envelopes: the origin retries
 	// with exactly the same envelopes and never reuses the id for others. A
-	// repeated (origin, transaction_id) whose answer was committed gets that
-	// first answer again and stores nothing, for as long as the envelope ids
-	// are kept. A transaction that failed with an error stored nothing, not
+	// repeated (origin, transaction_id) with the same envelope ids, in the
+	// same order, whose answer was committed gets that first answer again and
+	// stores nothing, for as long as the envelope ids are kept. An id reused
+	// for other envelopes is judged afresh as a new transaction (envelopes
+	// accepted before are DUPLICATE), never answered with another
+	// transaction's verdicts. A transaction that failed with an error stored nothing, not
 	// even its id, and is judged afresh when retried. The origin treats an
 	// answer whose results do not match its envelopes one for one (count and
 	// envelope_id) as a failure and retries with backoff.
@@ -268,9 +271,12 @@ type FederationServiceServer interface {
 	//
 	// A transaction_id names one fixed set of envelopes: the origin retries
 	// with exactly the same envelopes and never reuses the id for others. A
-	// repeated (origin, transaction_id) whose answer was committed gets that
-	// first answer again and stores nothing, for as long as the envelope ids
-	// are kept. A transaction that failed with an error stored nothing, not
+	// repeated (origin, transaction_id) with the same envelope ids, in the
+	// same order, whose answer was committed gets that first answer again and
+	// stores nothing, for as long as the envelope ids are kept. An id reused
+	// for other envelopes is judged afresh as a new transaction (envelopes
+	// accepted before are DUPLICATE), never answered with another
+	// transaction's verdicts. A transaction that failed with an error stored nothing, not
 	// even its id, and is judged afresh when retried. The origin treats an
 	// answer whose results do not match its envelopes one for one (count and
 	// envelope_id) as a failure and retries with backoff.
