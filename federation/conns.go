@@ -155,6 +155,18 @@ func (c *conn) ready(ctx context.Context, wait time.Duration) {
 	}
 }
 
+// drop closes peer's connection, if any, after a grace period for calls
+// in flight; the next get dials anew.
+func (p *connPool) drop(peer valise.NodeName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.conns[peer]; c != nil {
+		old := c.cc
+		time.AfterFunc(p.grace, func() { old.Close() })
+		delete(p.conns, peer)
+	}
+}
+
 // resetBackoff makes peer's connection, if any, reconnect at once.
 func (p *connPool) resetBackoff(peer valise.NodeName) {
 	p.mu.Lock()

@@ -372,6 +372,12 @@ func (s *sender) callFailed(ctx context.Context, envs []storage.OutboxEnvelope, 
 		return s.writeState(ctx)
 	}
 	s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeFailed).Inc()
+	if st.Code() == codes.PermissionDenied || st.Code() == codes.Unauthenticated {
+		// The peer no longer accepts the certificate this connection was
+		// opened with (e.g. it now trusts only this node's new CA): the
+		// next attempt opens a new connection with the current one.
+		s.o.pool.drop(s.dest)
+	}
 	return s.failed(ctx, fmt.Sprintf("delivery failed: %s: %s", st.Code(), sanitize(transportCause(st.Message()), 160)))
 }
 
