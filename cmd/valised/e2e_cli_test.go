@@ -167,7 +167,7 @@ func cliLogin(t *testing.T, n *testNode, state, user, password string, extra ...
 	t.Helper()
 	args := append([]string{"--state", state}, extra...)
 	args = append(args, "login", "--server", n.ready.Client, "--ca", filepath.Join(n.dir, "ca.crt"),
-		"--server-name", "localhost", "--user", user, "--password-stdin")
+		"--server-name", n.cfg.Node.Name, "--user", user, "--password-stdin")
 	res := mustValise(t, password+"\n", args...)
 	m := cliDeviceRE.FindStringSubmatch(res.stdout)
 	if m == nil || m[1] != user {

@@ -411,3 +411,54 @@ func TestFederationMisconfiguredPeer(t *testing.T) {
 	_, err := a.admin.RetryPeer(t.Context(), &adminv1.RetryPeerRequest{Name: "z.example"})
 	wantCode(t, err, codes.NotFound)
 }
+
+// TestFederationCLI is the issue's user story with the real `valise`
+// binary: alice on a.example sends to bob@b.example, bob reads it and
+// answers; a message to a device b does not have comes back as a loud
+// warning on alice's next recv.
+func TestFederationCLI(t *testing.T) {
+	a := startFedNode(t, "sqlite", "a.example", nil)
+	b := startFedNode(t, "sqlite", "b.example", nil)
+	peerAll(t, a, b)
+	a.createUser(t, "alice", "alice-password")
+	b.createUser(t, "bob", "bob-password")
+	aliceState, bobState := filepath.Join(t.TempDir(), "alice"), filepath.Join(t.TempDir(), "bob")
+	cliLogin(t, a, aliceState, "alice@a.example", "alice-password")
+	cliLogin(t, b, bobState, "bob@b.example", "bob-password")
+
+	mustValise(t, "", "--state", aliceState, "send", "bob@b.example", "The draft is ready.")
+	var got []cliMessage
+	eventually(t, 20*time.Second, "bob reads alice's message", func() bool {
+		got = append(got, cliRecv(t, bobState, "1s")...)
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0].From != "alice@a.example" || got[0].Text != "The draft is ready." {
+		t.Fatalf("bob received %+v", got)
+	}
+	mustValise(t, "", "--state", bobState, "send", "alice@a.example", "Thanks, reading it now.")
+	got = nil
+	eventually(t, 20*time.Second, "alice reads bob's answer", func() bool {
+		got = append(got, cliRecv(t, aliceState, "1s")...)
+		return len(got) > 0
+	})
+	if len(got) != 1 || got[0].From != "bob@b.example" || got[0].Text != "Thanks, reading it now." {
+		t.Fatalf("alice received %+v", got)
+	}
+
+	// c takes only small envelopes: alice's message to carol there is
+	// refused for good, and alice's next recv says so loudly.
+	c := startFedNode(t, "sqlite", "c.example", func(c *config.Config) { c.Limits.MaxCiphertextBytes = 1024 })
+	peerAll(t, a, c)
+	c.createUser(t, "carol", "carol-password")
+	cliLogin(t, c, filepath.Join(t.TempDir(), "carol"), "carol@c.example", "carol-password")
+	mustValise(t, "", "--state", aliceState, "send", "carol@c.example", "hello carol")
+	var warned string
+	eventually(t, 20*time.Second, "alice is told of the lost message", func() bool {
+		res := mustValise(t, "", "--state", aliceState, "recv", "--timeout", "1s")
+		warned += res.stderr
+		return strings.Contains(warned, "was NOT delivered")
+	})
+	if !strings.Contains(warned, "WARNING: envelope ") || !strings.Contains(warned, "to carol@c.example device") || !strings.Contains(warned, "too_large") {
+		t.Errorf("alice's warning: %q", warned)
+	}
+}
