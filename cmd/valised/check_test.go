@@ -271,6 +271,39 @@ func TestCheckProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "declared peers",
+			breakDir: func(t *testing.T, dir string) {
+				cfg, err := config.Load(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ca, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, dir, "good.pem", ca)
+				cfg.Federation.Peers = []config.Peer{
+					{Name: "b.example", Address: "b.example:7444", CABundleFile: "good.pem"},
+					{Name: "c.example", Address: "c.example:7444", CABundleFile: "node.crt"},
+					{Name: "d.example", Address: "d.example", CABundleFile: "missing.pem"},
+					{Name: "b.example", Address: "b.example:7444", CABundleFile: "good.pem"},
+					{Name: "localhost", Address: "x:1", CABundleFile: "good.pem"},
+				}
+				b, err := cfg.Marshal()
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, dir, config.FileName, b)
+			},
+			want: []string{
+				"federation.peers[1].ca_bundle_file: DIR/node.crt: ",
+				`federation.peers[2].address: "d.example" is not HOST:PORT`,
+				"federation.peers[2].ca_bundle_file: ",
+				"federation.peers[3].name: b.example is declared twice",
+				"federation.peers[4].name: localhost is this node's own name",
+			},
+		},
+		{
 			name: "config and certificate problems",
 			breakDir: func(t *testing.T, dir string) {
 				cfg, err := config.Load(dir)

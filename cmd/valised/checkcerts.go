@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valise-im/valise/internal/config"
+	"github.com/valise-im/valise/server"
 )
 
 // expiryWarning is how close to its end a certificate's validity makes
@@ -57,7 +58,8 @@ func (f *findings) addValidation(err error) {
 }
 
 // checkFiles checks the contents of the files cfg names: the TLS
-// certificates and keys, the signing key and the PostgreSQL DSN file. A
+// certificates and keys, the signing key, the CA bundles of declared peers
+// and the PostgreSQL DSN file. A
 // file whose path already has a problem is skipped. now is the time
 // certificates must be valid at.
 func checkFiles(f *findings, dir string, cfg config.Config, now time.Time) {
@@ -69,6 +71,19 @@ func checkFiles(f *findings, dir string, cfg config.Config, now time.Time) {
 		}
 	}
 	checkTLS(f, dir, cfg, now)
+	for i, p := range cfg.Federation.Peers {
+		path := fmt.Sprintf("federation.peers[%d].ca_bundle_file", i)
+		if f.bad[path] {
+			continue
+		}
+		b, err := os.ReadFile(config.Path(dir, p.CABundleFile))
+		if err == nil {
+			_, _, err = server.CheckPeerCABundle(b)
+		}
+		if err != nil {
+			f.problem(path, "%s: %v", config.Path(dir, p.CABundleFile), err)
+		}
+	}
 	if cfg.Storage.Driver == "postgres" && cfg.Storage.Postgres.DSNFile != "" &&
 		os.Getenv("VALISE_POSTGRES_DSN") == "" && !f.bad["storage.postgres.dsn_file"] {
 		path := config.Path(dir, cfg.Storage.Postgres.DSNFile)
