@@ -162,8 +162,18 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	var node *server.Node
 	delivered := func(ds []storage.Delivery) { node.Delivered(ds) }
 	fc := cfg.Federation
+	// Outbox leases keep replicas sharing PostgreSQL from working one
+	// destination at once; each replica is its own owner. An SQLite node
+	// is one process (valised.lock), so it owns its leases under a fixed
+	// name and a restart after a crash resumes at once instead of waiting
+	// for its previous life's lease to expire.
+	owner := ""
+	if cfg.Storage.Driver == "sqlite" {
+		owner = "sqlite-node"
+	}
 	outbound := federation.NewOutbound(federation.OutboundConfig{
 		Self:           name,
+		Owner:          owner,
 		Store:          store,
 		Trust:          trust,
 		Cert:           certs.GetCertificate,
