@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -163,15 +162,7 @@ func TestKillDashNine(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		killed.Store(true)
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		if !p.waitExit(30 * time.Second) {
-			t.Fatal("valised survived SIGKILL for 30s")
-		}
-		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("valised ended with %v, want death by SIGKILL", p.cmd.ProcessState)
-		}
+		p.killNine(t)
 		wg.Wait()
 
 		acked := map[int]string{}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -378,15 +377,7 @@ func TestFederationPeerDownKillNine(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 		killed.Store(true)
-		if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		if !p.waitExit(30 * time.Second) {
-			t.Fatal("valised survived SIGKILL for 30s")
-		}
-		if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("valised ended with %v, want death by SIGKILL", p.cmd.ProcessState)
-		}
+		p.killNine(t)
 		ackedAtKill := nAcked.Load()
 		killedAt := time.Now()
 		p2 := startProc(t, dirA)

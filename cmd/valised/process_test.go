@@ -618,3 +618,18 @@ func (p *proc) name(t *testing.T) string {
 	}
 	return cfg.Node.Name
 }
+
+// killNine kills the process with SIGKILL, as a crash would, waits for it
+// and checks that SIGKILL is what ended it.
+func (p *proc) killNine(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if !p.waitExit(30 * time.Second) {
+		t.Fatal("valised survived SIGKILL for 30s")
+	}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("valised ended with %v, want death by SIGKILL", p.cmd.ProcessState)
+	}
+}
