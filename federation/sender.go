@@ -185,14 +185,19 @@ func (s *sender) applyReset(ctx context.Context) {
 // may be more to do.
 func (s *sender) step(ctx context.Context) (bool, error) {
 	now := s.now()
-	ok, err := s.o.cfg.Store.AcquireOutboxLease(ctx, s.dest, s.o.cfg.Owner, now, now.Add(s.o.cfg.LeaseTTL))
-	if err != nil {
-		return false, fmt.Errorf("acquire lease: %w", err)
+	// The lease is renewed once half of it is spent, not before every
+	// batch: that saves a durable write per transaction on a busy queue.
+	// FinishOutbox checks it anyway, and a call never outlives it.
+	if s.leaseUntil.Sub(now) < s.o.cfg.LeaseTTL/2 {
+		ok, err := s.o.cfg.Store.AcquireOutboxLease(ctx, s.dest, s.o.cfg.Owner, now, now.Add(s.o.cfg.LeaseTTL))
+		if err != nil {
+			return false, fmt.Errorf("acquire lease: %w", err)
+		}
+		if !ok {
+			return false, errLostLease
+		}
+		s.leaseUntil = now.Add(s.o.cfg.LeaseTTL)
 	}
-	if !ok {
-		return false, errLostLease
-	}
-	s.leaseUntil = now.Add(s.o.cfg.LeaseTTL)
 	peer, err := s.o.cfg.Store.GetPeer(ctx, s.dest)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
