@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/valise-im/valise"
@@ -99,7 +100,15 @@ func TestFederationThreeNodes(t *testing.T) {
 		forged.Envelopes[0].EnvelopeId = string(valise.NewEnvelopeID(time.Now()))
 		_, err = fc.DeliverTransaction(t.Context(), forged)
 		wantCode(t, err, codes.PermissionDenied)
+		// Nor envelopes from b's users to a.
+		forged = proto.Clone(forged).(*federationv1.DeliverTransactionRequest)
+		forged.Origin, forged.Destination, forged.TransactionId = "c.example", "a.example", "forged-3"
+		forged.Envelopes[0].SenderUser, forged.Envelopes[0].SenderDeviceId = devs[1].user, devs[1].id
+		forged.Envelopes[0].RecipientUser, forged.Envelopes[0].RecipientDeviceId = devs[0].user, devs[0].id
+		_, err = a.asPeer(t, c.dir).DeliverTransaction(t.Context(), forged)
+		wantCode(t, err, codes.PermissionDenied)
 		expectNothing(t, streams[1])
+		expectNothing(t, streams[0])
 
 		// Handshakes that do not prove a listed peer fail before any RPC.
 		caC, err := pki.LoadCA(filepath.Join(c.dir, "ca.crt"), filepath.Join(c.dir, "ca.key"))
