@@ -306,6 +306,21 @@ func TestRetryAndContactWake(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, func() error { return wantInbox(b, "bob", bobDev, append(first, second...)) })
+
+	// A retry made through another replica: only the stored state says so.
+	b.stopServer()
+	third := a.send(message{from: "alice", fromDev: aliceDev, to: bob, toDev: bobDev, text: "third"})
+	eventually(t, backingOff)
+	b.serve()
+	st, err := a.store.GetDeliveryState(t.Context(), nodeB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.NextAttempt = time.Time{}
+	if err := a.store.SetDeliveryState(t.Context(), nodeB, st); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() error { return wantInbox(b, "bob", bobDev, append(append(first, second...), third...)) })
 }
 
 // TestTwoReplicas runs two Outbounds on one store: the lease lets only

@@ -106,7 +106,11 @@ func (s *sender) run(ctx context.Context) {
 		s.backingOff.Store(true)
 		s.applyReset(ctx)
 		if wait := s.state.NextAttempt.Sub(s.now()); wait > 0 {
-			s.sleep(ctx, wait)
+			// Re-read the stored state now and then (every 5 polls, 10 s
+			// by default), to see a `peer retry` made through another
+			// replica.
+			s.sleep(ctx, min(wait, 5*s.o.cfg.Poll))
+			s.recheck(ctx)
 			continue
 		}
 		s.backingOff.Store(false)
@@ -129,6 +133,16 @@ func (s *sender) run(ctx context.Context) {
 		}
 	}
 	s.o.retire(s, true)
+}
+
+// recheck adopts an earlier NextAttempt from the stored delivery state
+// (an admin's retry through another replica clears it).
+func (s *sender) recheck(ctx context.Context) {
+	st, err := s.o.cfg.Store.GetDeliveryState(ctx, s.dest)
+	if err != nil || !st.NextAttempt.Before(s.state.NextAttempt) || s.dirty {
+		return
+	}
+	s.state.NextAttempt, s.state.Failures = st.NextAttempt, st.Failures
 }
 
 // sleep waits d, or until ctx is done or a reset is asked for.
