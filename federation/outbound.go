@@ -52,8 +52,8 @@ type OutboundConfig struct {
 	// BackoffMax caps the delay bound. Default 5 min.
 	BackoffMax time.Duration
 	// LeaseTTL is how long one lease on a destination's outbox lasts; it
-	// is renewed before each transaction, and a transaction's deadline
-	// never outlives it. Default 30 s.
+	// is renewed before a transaction once half of it is spent, and a
+	// transaction's deadline never outlives it. Default 30 s.
 	LeaseTTL time.Duration
 	// Poll is how often the outbox is scanned for destinations with
 	// queued envelopes (wakes from Queued act at once). Default 2 s.

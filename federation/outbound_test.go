@@ -416,6 +416,29 @@ func TestBlockedPeerHeld(t *testing.T) {
 	eventually(t, func() error { return wantInbox(b, "bob", bobDev, want) })
 }
 
+// TestBlockedPeerExpiry checks that the time to live holds while a peer
+// is blocked: an expired envelope is given up, and its sender told.
+func TestBlockedPeerExpiry(t *testing.T) {
+	a, b := pair(t, nodeOpts{outbound: fastOutbound}, nodeOpts{})
+	aliceDev := a.addUser("alice")
+	bobDev := b.addUser("bob")
+	bob := valise.UserID{Localpart: "bob", Node: nodeB}
+	if err := a.store.SetPeerBlocked(t.Context(), nodeB, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	a.send(message{from: "alice", fromDev: aliceDev, to: bob, toDev: bobDev, text: "stale",
+		serverAt: old, expireAt: old.Add(time.Hour)})
+	eventually(t, a.outboxEmpty)
+	dls, err := a.store.ListDeadLetters(t.Context(), nodeB, 0, 10)
+	if err != nil || len(dls) != 1 || dls[0].Reason != valise.FailureExpired {
+		t.Fatalf("dead letters = %+v, %v; want the expired envelope", dls, err)
+	}
+	if got := a.inbox("alice", aliceDev); len(got) != 1 || got[0].Failure == nil || got[0].Failure.Reason != valise.FailureExpired {
+		t.Errorf("alice's inbox = %+v; want one expiry notice", got)
+	}
+}
+
 // TestBatchSplitOnInvalidArgument makes the peer refuse transactions of
 // more than one envelope as a whole: the sender halves its batch down to
 // one and still delivers everything.

@@ -227,7 +227,8 @@ func (o *Outbound) signingKey(ctx context.Context, c *conn, node valise.NodeName
 		}
 		return storage.SigningKey{}, false, nil
 	}
-	if k, ok, err := find(); ok || err != nil {
+	k, ok, err := find()
+	if ok || err != nil {
 		return k, err
 	}
 	if !o.mayFetchKeys(node) {
@@ -249,24 +250,31 @@ func (o *Outbound) signingKey(ctx context.Context, c *conn, node valise.NodeName
 		}
 		return storage.SigningKey{}, fmt.Errorf("federation: pin keys of %s: %w", node, err)
 	}
-	k, ok, err := find()
+	o.fetchedKeys(node)
+	k, ok, err = find()
 	if err == nil && !ok {
 		err = badAnswer("signing key id not among the peer's keys")
 	}
 	return k, err
 }
 
-// mayFetchKeys reports whether node's signing keys may be fetched now,
-// and if so records the fetch.
+// mayFetchKeys reports whether node's signing keys may be fetched now
+// for an unknown key id: at most once per keyFetchEvery after a fetch
+// that pinned keys (recorded by fetchedKeys). Until one succeeds, every
+// lookup may fetch (each lookup is already limited per device and by the
+// peer), so a failed or concurrent first fetch never blocks the next.
 func (o *Outbound) mayFetchKeys(node valise.NodeName) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	now := o.cfg.Now()
-	if last, ok := o.fetched[node]; ok && now.Sub(last) < keyFetchEvery {
-		return false
-	}
-	o.fetched[node] = now
-	return true
+	last, ok := o.fetched[node]
+	return !ok || o.cfg.Now().Sub(last) >= keyFetchEvery
+}
+
+// fetchedKeys records a successful fetch of node's signing keys.
+func (o *Outbound) fetchedKeys(node valise.NodeName) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.fetched[node] = o.cfg.Now()
 }
 
 // signingKeysOf checks and converts a GetSigningKeys answer.

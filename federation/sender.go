@@ -218,12 +218,6 @@ func (s *sender) step(ctx context.Context) (bool, error) {
 		return s.deadLetterQueue(ctx, valise.FailureNotPeer)
 	case err != nil:
 		return false, fmt.Errorf("get peer: %w", err)
-	case peer.Blocked:
-		s.state.LastError = "peer is blocked by this node's admin; its queue is held"
-		s.state.LastErrorAt = now
-		s.state.NextAttempt = now.Add(min(holdInterval, s.o.cfg.BackoffMax))
-		s.dirty = true
-		return true, s.writeState(ctx)
 	}
 	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.batch, s.o.cfg.BatchBytes)
 	if err != nil {
@@ -232,6 +226,8 @@ func (s *sender) step(ctx context.Context) (bool, error) {
 	if len(envs) == 0 {
 		return false, nil
 	}
+	// Expired envelopes are given up first, also while the peer is
+	// blocked: the time to live holds whatever the peer's state.
 	var expired []storage.OutboxOutcome
 	for _, e := range envs {
 		if !e.ExpireTime.After(now) {
@@ -240,6 +236,13 @@ func (s *sender) step(ctx context.Context) (bool, error) {
 	}
 	if len(expired) > 0 {
 		return true, s.finish(ctx, expired)
+	}
+	if peer.Blocked {
+		s.state.LastError = "peer is blocked by this node's admin; its queue is held"
+		s.state.LastErrorAt = now
+		s.state.NextAttempt = now.Add(min(holdInterval, s.o.cfg.BackoffMax))
+		s.dirty = true
+		return true, s.writeState(ctx)
 	}
 	return true, s.send(ctx, envs)
 }
@@ -364,22 +367,27 @@ func (s *sender) callFailed(ctx context.Context, envs []storage.OutboxEnvelope, 
 	now := s.now()
 	switch {
 	case st.Code() == codes.InvalidArgument || st.Code() == codes.ResourceExhausted && !hasRetry:
-		// Permanent for this batch: split it; a single envelope is given up.
+		// Permanent for this batch: split it. A single envelope refused
+		// again after a backoff is given up. Every refusal backs off, so a
+		// peer that refuses everything (for a reason that is not the
+		// batch's) cannot make this node drain its queue at once.
 		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeRejected).Inc()
 		s.log.WarnContext(ctx, "peer refused a transaction as a whole", "code", st.Code().String(),
 			"envelopes", len(envs), "detail", sanitize(st.Message(), 120))
-		s.state.LastError = fmt.Sprintf("peer refused a transaction of %d envelopes: %s", len(envs), st.Code())
-		s.state.LastErrorAt = now
-		s.dirty = true
-		if len(envs) == 1 {
+		switch {
+		case len(envs) > 1:
+			s.batch = max(1, len(envs)/2)
+		case envs[0].Attempt == 0:
+			if err := s.finish(ctx, []storage.OutboxOutcome{{Seq: envs[0].Seq}}); err != nil {
+				return err
+			}
+		default:
 			if err := s.finish(ctx, []storage.OutboxOutcome{{Seq: envs[0].Seq, DeadLetter: valise.FailureRejected}}); err != nil {
 				return err
 			}
 			s.o.metrics.envelopes.WithLabelValues(string(s.dest), resultDeadLetter).Inc()
-		} else {
-			s.batch = max(1, len(envs)/2)
 		}
-		return s.writeState(ctx)
+		return s.failed(ctx, fmt.Sprintf("peer refused a transaction of %d envelopes: %s", len(envs), st.Code()))
 	case st.Code() == codes.ResourceExhausted:
 		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeRateLimited).Inc()
 		delay = min(max(delay, s.o.cfg.BackoffMin), s.o.cfg.BackoffMax)
@@ -391,6 +399,11 @@ func (s *sender) callFailed(ctx context.Context, envs []storage.OutboxEnvelope, 
 		return s.writeState(ctx)
 	}
 	s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeFailed).Inc()
+	if st.Code() == codes.DeadlineExceeded {
+		// Perhaps the link is too slow for a full batch within the
+		// deadline: try a smaller one (it grows back after successes).
+		s.batch = max(1, len(envs)/2)
+	}
 	if st.Code() == codes.PermissionDenied || st.Code() == codes.Unauthenticated {
 		// The peer no longer accepts the certificate this connection was
 		// opened with (e.g. it now trusts only this node's new CA): the

@@ -94,13 +94,15 @@ func (n *Node) ClaimOneTimeKey(ctx context.Context, c Caller, user, device strin
 		return valise.PreKey{}, false, err
 	}
 	if remote != nil {
-		// The claim limit applies here too, so a device cannot make this
-		// node exhaust its standing with the peer.
-		if ok, d := n.claim.Allow(string(c.Device) + "|" + u.String() + "|" + string(id)); !ok {
-			return valise.PreKey{}, false, valise.Exhausted(d, "too many one-time key claims for this device")
-		}
+		// The per-device budget for other nodes comes first, so made-up
+		// targets cost the caller, not the limiter's memory; the claim
+		// limit then applies per target too, in a limiter of its own so
+		// that remote claims can never crowd out local ones.
 		if ok, d := n.remoteLookup.Allow(string(c.Device)); !ok {
 			return valise.PreKey{}, false, valise.Exhausted(d, "too many key lookups on other nodes from this device")
+		}
+		if ok, d := n.remoteClaim.Allow(string(c.Device) + "|" + u.String() + "|" + string(id)); !ok {
+			return valise.PreKey{}, false, valise.Exhausted(d, "too many one-time key claims for this device")
 		}
 		return remote.ClaimOneTimeKey(ctx, n.userID(c.User), c.Device, u, id)
 	}

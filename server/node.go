@@ -24,8 +24,8 @@ type Node struct {
 	metrics *Metrics
 	now     func() time.Time
 
-	loginAddr, loginAccount, loginFailure *ratelimit.Keyed
-	send, claim, remoteLookup             *ratelimit.Keyed
+	loginAddr, loginAccount, loginFailure  *ratelimit.Keyed
+	send, claim, remoteClaim, remoteLookup *ratelimit.Keyed
 	// hashSem bounds concurrent argon2id computations (each uses
 	// Password.MemoryK of memory).
 	hashSem chan struct{}
@@ -61,6 +61,7 @@ func NewNode(cfg Config, store storage.Store, metrics *Metrics, log *slog.Logger
 	n.send = ratelimit.NewKeyed(cfg.Limits.Send, n.now)
 	n.claim = ratelimit.NewKeyed(cfg.Limits.Claim, n.now)
 	n.remoteLookup = ratelimit.NewKeyed(cfg.Limits.RemoteLookup, n.now)
+	n.remoteClaim = ratelimit.NewKeyed(cfg.Limits.Claim, n.now)
 	n.dummyHash = HashPassword(cfg.Password, "valise-dummy-password")
 	metrics.setStreams(n.hub.streams)
 	metrics.setInboxDepth(store.InboxDepth)

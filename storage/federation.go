@@ -15,8 +15,9 @@ import (
 // pinned per peer.
 type Federation interface {
 	// OutboxStats returns, for every destination with queued envelopes,
-	// how many wait and the oldest one's ServerTime, ordered by
-	// destination.
+	// how many wait and the ServerTime of the first in Seq order, ordered
+	// by destination. It reads the (destination, seq) index, not the
+	// envelopes.
 	OutboxStats(ctx context.Context) ([]OutboxStat, error)
 	// AcquireOutboxLease gives owner the lease on dest's outbox until
 	// until, if no other owner holds a lease that is unexpired at now;
@@ -82,7 +83,7 @@ type Federation interface {
 type OutboxStat struct {
 	Destination valise.NodeName
 	Depth       int64
-	Oldest      time.Time // ServerTime of the oldest queued envelope
+	Oldest      time.Time // ServerTime of the first queued envelope, in Seq order
 }
 
 // OutboxEnvelope is one queued envelope for another node.
@@ -105,7 +106,8 @@ type OutboxEnvelope struct {
 }
 
 // OutboxOutcome is what became of one queued envelope (by Seq). At most
-// one of Delivered and DeadLetter is set; neither means "retry later".
+// one of Delivered and DeadLetter is set; neither means "retry later". A
+// FinishOutbox call names each Seq at most once.
 type OutboxOutcome struct {
 	Seq       int64
 	Delivered bool

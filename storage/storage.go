@@ -167,7 +167,8 @@ type SendOp struct {
 	ServerTime     time.Time
 	// ExpireTime is when the send's envelopes for other nodes are given up
 	// if not delivered (the outbox time to live). Required when any
-	// envelope has a RecipientNode.
+	// envelope has a RecipientNode: without it the send alone is refused
+	// (KindInvalid).
 	ExpireTime time.Time
 	Envelopes  []NewEnvelope
 }

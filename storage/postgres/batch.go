@@ -159,7 +159,21 @@ func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time
 	// locked before its inbox rows, as DeleteDevice locks them) and before
 	// this batch's inbox rows are written, so an ack never deletes an
 	// envelope of its own batch.
-	for i, a := range b.Acks {
+	// In (user, device) order, like every other writer's locks, so that
+	// two replicas' batches never wait for each other in a cycle.
+	order := make([]int, len(b.Acks))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(x, y int) int {
+		ax, ay := b.Acks[x], b.Acks[y]
+		if c := strings.Compare(ax.User, ay.User); c != 0 {
+			return c
+		}
+		return strings.Compare(string(ax.Device), string(ay.Device))
+	})
+	for _, i := range order {
+		a := b.Acks[i]
 		q.Queue(`DELETE FROM inbox WHERE user_localpart = $1 AND device_id = $2 AND seq <= $3`,
 			a.User, string(a.Device), clamp(a.Cursor)).Exec(func(tag pgconn.CommandTag) error {
 			res.Acks[i] = int(tag.RowsAffected())
@@ -291,6 +305,9 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 func checkRecipients(op *storage.SendOp, st *batchState) error {
 	for _, e := range op.Envelopes {
 		if e.RecipientNode != "" {
+			if op.ExpireTime.IsZero() {
+				return valise.Errorf(valise.KindInvalid, "a send to another node needs an expire time")
+			}
 			continue
 		}
 		active, ok := st.active[e.Recipient]

@@ -19,8 +19,10 @@ import (
 // destination (bytewise).
 func (s *Store) OutboxStats(ctx context.Context) ([]storage.OutboxStat, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT destination, count(*), min(server_time) FROM outbox
-		GROUP BY destination ORDER BY destination`)
+		SELECT d.destination, d.n,
+			(SELECT o.server_time FROM outbox o WHERE o.destination = d.destination ORDER BY o.seq LIMIT 1)
+		FROM (SELECT destination, count(*) AS n FROM outbox GROUP BY destination) d
+		ORDER BY d.destination`)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: outbox stats: %w", err)
 	}

@@ -14,8 +14,10 @@ import (
 // OutboxStats returns the depth and oldest ServerTime of every non-empty
 // outbox, ordered by destination. See storage.Federation.
 func (s *Store) OutboxStats(ctx context.Context) ([]storage.OutboxStat, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT destination, count(*), min(server_time) FROM outbox
-		GROUP BY destination ORDER BY destination`)
+	rows, err := s.r.QueryContext(ctx, `SELECT d.destination, d.n,
+			(SELECT o.server_time FROM outbox o WHERE o.destination = d.destination ORDER BY o.seq LIMIT 1)
+		FROM (SELECT destination, count(*) AS n FROM outbox GROUP BY destination) d
+		ORDER BY d.destination`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: outbox stats: %w", err)
 	}

@@ -195,6 +195,7 @@ func testFederation(t *testing.T, open opener) {
 	t.Run("ReceiveConcurrent", func(t *testing.T) { testReceiveConcurrent(t, open) })
 	t.Run("PruneFederation", func(t *testing.T) { testPruneFederation(t, open) })
 	t.Run("SigningKeys", func(t *testing.T) { testSigningKeys(t, open) })
+	t.Run("OutboxNeedsExpiry", func(t *testing.T) { testOutboxNeedsExpiry(t, open) })
 	t.Run("Context", func(t *testing.T) { testFederationContext(t, open) })
 }
 

@@ -39,7 +39,10 @@ const (
 // the system roots or another peer's bundle). A certificate that names no
 // listed peer, has more or fewer than one DNS SAN, does not chain to that
 // peer's bundle, or is expired is refused at the handshake, so no RPC runs.
-// A listed but blocked peer gets PERMISSION_DENIED on every RPC.
+// A blocked peer is refused at the handshake like an unlisted one; calls on
+// a connection opened before the block, or whose certificate no longer
+// verifies against the CA bundle now held for the peer, get
+// PERMISSION_DENIED.
 //
 // Every request that carries an origin must name exactly the node the
 // certificate proves; otherwise the RPC fails with PERMISSION_DENIED before
@@ -222,7 +225,10 @@ func (c *federationServiceClient) GetSigningKeys(ctx context.Context, in *GetSig
 // the system roots or another peer's bundle). A certificate that names no
 // listed peer, has more or fewer than one DNS SAN, does not chain to that
 // peer's bundle, or is expired is refused at the handshake, so no RPC runs.
-// A listed but blocked peer gets PERMISSION_DENIED on every RPC.
+// A blocked peer is refused at the handshake like an unlisted one; calls on
+// a connection opened before the block, or whose certificate no longer
+// verifies against the CA bundle now held for the peer, get
+// PERMISSION_DENIED.
 //
 // Every request that carries an origin must name exactly the node the
 // certificate proves; otherwise the RPC fails with PERMISSION_DENIED before
