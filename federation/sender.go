@@ -125,8 +125,8 @@ func (s *sender) run(ctx context.Context) {
 			s.log.WarnContext(ctx, "outbox store failed", "error", err)
 			s.sleep(ctx, s.o.cfg.Poll)
 		case !more:
-			s.release(ctx)
 			s.flush(ctx)
+			s.release(ctx)
 			if s.o.retire(s, false) {
 				return
 			}
@@ -189,6 +189,12 @@ func (s *sender) applyReset(ctx context.Context) {
 	s.state.NextAttempt = next
 	if changed || admin {
 		s.dirty = true
+		// Only the lease holder writes the shared state; a replica that
+		// does not hold it keeps the reset in memory (an admin's retry is
+		// stored by the server itself).
+		if !s.leaseUntil.After(s.now()) {
+			return
+		}
 		if err := s.writeState(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "writing delivery state failed", "error", err)
 		}
@@ -468,9 +474,10 @@ func (s *sender) writeState(ctx context.Context) error {
 	return nil
 }
 
-// flush writes the state if it has unwritten changes.
+// flush writes the state if it has unwritten changes and this sender
+// holds the lease (only the holder writes the shared state).
 func (s *sender) flush(ctx context.Context) {
-	if !s.dirty {
+	if !s.dirty || !s.leaseUntil.After(s.now()) {
 		return
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
@@ -495,8 +502,8 @@ func (s *sender) release(ctx context.Context) {
 
 // stop releases what a stopping sender holds.
 func (s *sender) stop(ctx context.Context) {
-	s.release(ctx)
 	s.flush(ctx)
+	s.release(ctx)
 }
 
 // transactionID names a batch: "t" and the hex of the first 16 bytes of
