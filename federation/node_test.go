@@ -27,7 +27,7 @@ import (
 // testNode is one node's federation on loopback: a SQLite store, its
 // Trust, Service (on a real mTLS gRPC listener) and Outbound.
 type testNode struct {
-	t      *testing.T
+	t      testing.TB
 	name   valise.NodeName
 	ca     *pki.CA
 	cert   *tls.Certificate
@@ -72,7 +72,7 @@ func fastOutbound(c *OutboundConfig) {
 
 // newNode builds a node named name and binds its federation listener;
 // link nodes, then start them.
-func newNode(t *testing.T, name valise.NodeName, opts nodeOpts) *testNode {
+func newNode(t testing.TB, name valise.NodeName, opts nodeOpts) *testNode {
 	t.Helper()
 	n := &testNode{t: t, name: name, opts: opts}
 	n.ca = newCA(t, "org "+string(name))
@@ -99,7 +99,7 @@ func newNode(t *testing.T, name valise.NodeName, opts nodeOpts) *testNode {
 }
 
 // link makes a and b peers of each other.
-func link(t *testing.T, a, b *testNode) {
+func link(t testing.TB, a, b *testNode) {
 	t.Helper()
 	ctx := t.Context()
 	for _, p := range [][2]*testNode{{a, b}, {b, a}} {
@@ -224,7 +224,7 @@ func (n *testNode) setHook(h grpc.UnaryServerInterceptor) {
 }
 
 // pair returns two linked, started nodes a and b.
-func pair(t *testing.T, optsA, optsB nodeOpts) (*testNode, *testNode) {
+func pair(t testing.TB, optsA, optsB nodeOpts) (*testNode, *testNode) {
 	t.Helper()
 	a, b := newNode(t, nodeA, optsA), newNode(t, nodeB, optsB)
 	link(t, a, b)

@@ -70,7 +70,7 @@ func (f *fakePeers) set(p storage.Peer) {
 	f.peers = append(f.peers, p)
 }
 
-func newCA(t *testing.T, name string) *pki.CA {
+func newCA(t testing.TB, name string) *pki.CA {
 	t.Helper()
 	ca, err := pki.NewCA(name, time.Hour)
 	if err != nil {
@@ -79,7 +79,7 @@ func newCA(t *testing.T, name string) *pki.CA {
 	return ca
 }
 
-func issue(t *testing.T, ca *pki.CA, names ...string) *tls.Certificate {
+func issue(t testing.TB, ca *pki.CA, names ...string) *tls.Certificate {
 	t.Helper()
 	leaf, err := ca.IssueServer(names, nil, time.Hour)
 	if err != nil {
