@@ -44,10 +44,10 @@ type OutboundConfig struct {
 	// before it is given up (FailureRejected), so that a poison envelope
 	// never blocks its queue. Default 5.
 	MaxAttempts int
-	// BackoffMin is the delay bound after one failed transaction: the
-	// bound doubles with each consecutive failure up to BackoffMax, and
-	// the delay is drawn at random between BackoffMin and the bound (full
-	// jitter). A call from the peer or Retry resets it. Default 1 s.
+	// BackoffMin is the delay after one failed transaction; it doubles
+	// with each consecutive failure up to BackoffMax, each delay with
+	// ±20 % jitter (never above BackoffMax). A call from the peer or Retry
+	// resets it. Default 1 s.
 	BackoffMin time.Duration
 	// BackoffMax caps the delay bound. Default 5 min.
 	BackoffMax time.Duration

@@ -488,11 +488,19 @@ func TestTransactionID(t *testing.T) {
 func TestBackoffBounds(t *testing.T) {
 	o := NewOutbound(OutboundConfig{Self: nodeA, BackoffMin: time.Second, BackoffMax: 10 * time.Second})
 	s := newSender(o, nodeB)
-	for failures, ceil := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 60: 10 * time.Second} {
+	for failures, base := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second, 4: 8 * time.Second, 5: 10 * time.Second, 60: 10 * time.Second} {
+		lo, hi := base*4/5, min(base*6/5, 10*time.Second)
+		var spread bool
+		first := s.backoff(failures)
 		for range 100 {
-			if d := s.backoff(failures); d < time.Second || d > ceil {
-				t.Fatalf("backoff(%d) = %v, want within [1s, %v]", failures, d, ceil)
+			d := s.backoff(failures)
+			if d < lo || d > hi {
+				t.Fatalf("backoff(%d) = %v, want within [%v, %v]", failures, d, lo, hi)
 			}
+			spread = spread || d != first
+		}
+		if !spread {
+			t.Errorf("backoff(%d) is always %v: no jitter", failures, first)
 		}
 	}
 }

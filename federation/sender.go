@@ -450,19 +450,17 @@ func (s *sender) succeeded(ctx context.Context) error {
 }
 
 // backoff returns the delay after the given number of consecutive
-// failures: a random duration between BackoffMin and BackoffMin doubled
-// per earlier failure, capped at BackoffMax.
+// failures: BackoffMin doubled per earlier failure, capped at BackoffMax,
+// with ±20 % jitter (never above BackoffMax), as THREATS.md sets out.
 func (s *sender) backoff(failures int) time.Duration {
 	lo, hi := s.o.cfg.BackoffMin, s.o.cfg.BackoffMax
-	ceil := lo
-	for i := 1; i < failures && ceil < hi; i++ {
-		ceil *= 2
+	d := lo
+	for i := 1; i < failures && d < hi; i++ {
+		d *= 2
 	}
-	ceil = min(ceil, hi)
-	if ceil <= lo {
-		return lo
-	}
-	return lo + rand.N(ceil-lo+1)
+	d = min(d, hi)
+	jitter := time.Duration(rand.Int64N(int64(d)*2/5+1)) - d/5
+	return min(d+jitter, hi)
 }
 
 func (s *sender) writeState(ctx context.Context) error {

@@ -46,6 +46,15 @@ func TestExampleMatchesDefaults(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("deploy/valised.example.yaml differs from the defaults (-want +got):\n%s", diff)
 	}
+	// The example is what init writes, comments included (below its own
+	// header).
+	rendered, err := Render(FileParams{Name: "ministry-a.example", Client: "127.0.0.1:7443", Federation: "127.0.0.1:7444", Metrics: "127.0.0.1:9464", Driver: "sqlite"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body, ok := strings.Cut(string(b), "\n\n"); !ok || body != string(rendered) {
+		t.Errorf("deploy/valised.example.yaml is not the rendered template below its header; regenerate it")
+	}
 	// Every key of the rendered file appears in the example.
 	r, _ := Render(FileParams{Name: "x", Driver: "sqlite"})
 	for _, line := range strings.Split(string(r), "\n") {

@@ -122,7 +122,7 @@ federation:
   batch_envelopes: 100
   batch_bytes: 4194304
   # Retry delay after a failed delivery: doubling from backoff_min to
-  # backoff_max, with jitter; reset when the peer contacts this node.
+  # backoff_max, ±20 % jitter; reset when the peer contacts this node.
   backoff_min: 1s
   backoff_max: 5m0s
   # Largest request on the federation listener, in bytes.
