@@ -57,7 +57,7 @@ type device struct {
 	keys     *store
 }
 
-func newDevice(t *testing.T, user, dev string) *device {
+func newDevice(t testing.TB, user, dev string) *device {
 	t.Helper()
 	id, err := e2ee.NewIdentityKey()
 	if err != nil {
@@ -85,7 +85,7 @@ func recipientKey(p *e2ee.PreKey) e2ee.RecipientKey {
 }
 
 // pair returns Alice's device and Bob's device, each trusting the other.
-func pair(t *testing.T) (alice, bob *device) {
+func pair(t testing.TB) (alice, bob *device) {
 	t.Helper()
 	alice = newDevice(t, "alice@a.example", "DVALICE1")
 	bob = newDevice(t, "bob@b.example", "DVBOB1")
@@ -104,7 +104,7 @@ func message(from, to *device, body []byte) e2ee.Message {
 	}
 }
 
-func seal(t *testing.T, from *device, m e2ee.Message, to *e2ee.PreKey) []byte {
+func seal(t testing.TB, from *device, m e2ee.Message, to *e2ee.PreKey) []byte {
 	t.Helper()
 	env, err := e2ee.Seal(from.identity, m, recipientKey(to))
 	if err != nil {
