@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/valise-im/valise/storage"
 )
 
 //go:embed migrations/*.sql
@@ -22,7 +24,8 @@ var migrationFiles embed.FS
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
 // newer valised than this one: its schema may not be what this binary
 // expects, so it refuses to touch it.
-var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this binary")
+// Open returns a *storage.SchemaTooNewError, which matches it.
+var ErrSchemaTooNew = storage.ErrSchemaTooNew
 
 // migrationLockKey is the pg_advisory_xact_lock key that serializes
 // migrations among replicas starting at once ("valise.mig" in ASCII).
@@ -93,7 +96,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 			latest := int64(len(ms))
 			switch {
 			case current > latest:
-				return fmt.Errorf("%w: database at version %d, binary knows up to %d", ErrSchemaTooNew, current, latest)
+				return &storage.SchemaTooNewError{Database: current, Binary: latest}
 			case current == latest:
 				done = true
 				return nil
@@ -111,8 +114,8 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 			return nil
 		})
 		if err != nil {
-			if errors.Is(err, ErrSchemaTooNew) {
-				return err
+			if tooNew := (*storage.SchemaTooNewError)(nil); errors.As(err, &tooNew) {
+				return fmt.Errorf("postgres: %w", tooNew)
 			}
 			return fmt.Errorf("postgres: migrate: %w", err)
 		}
@@ -142,4 +145,37 @@ func lockSchema(ctx context.Context, tx pgx.Tx) (int64, error) {
 		return 0, fmt.Errorf("read schema version: %w", err)
 	}
 	return current, nil
+}
+
+// Status reports the schema version of the database dsn names and the
+// migrations that Open would apply, without changing anything (it creates
+// no table). It fails with a *storage.SchemaTooNewError when the database
+// is newer than this binary.
+func Status(ctx context.Context, dsn string) (storage.SchemaStatus, error) {
+	ms, err := loadMigrations()
+	if err != nil {
+		return storage.SchemaStatus{}, err
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return storage.SchemaStatus{}, fmt.Errorf("postgres: connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	st := storage.SchemaStatus{Latest: int64(len(ms))}
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('schema_migrations') IS NOT NULL`).Scan(&exists); err != nil {
+		return storage.SchemaStatus{}, fmt.Errorf("postgres: read schema version: %w", err)
+	}
+	if exists {
+		if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&st.Current); err != nil {
+			return storage.SchemaStatus{}, fmt.Errorf("postgres: read schema version: %w", err)
+		}
+	}
+	if st.Current > st.Latest {
+		return st, fmt.Errorf("postgres: %w", &storage.SchemaTooNewError{Database: st.Current, Binary: st.Latest})
+	}
+	for _, m := range ms[st.Current:] {
+		st.Pending = append(st.Pending, storage.Migration{Version: m.version, Name: m.name})
+	}
+	return st, nil
 }

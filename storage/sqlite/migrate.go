@@ -4,13 +4,17 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/valise-im/valise/storage"
 )
 
 //go:embed migrations/*.sql
@@ -76,7 +80,7 @@ func (s *Store) migrate(ctx context.Context) error {
 				return err
 			}
 			if current > len(ms) {
-				return fmt.Errorf("database schema version %d is newer than this binary knows (%d); upgrade valised", current, len(ms))
+				return &storage.SchemaTooNewError{Database: int64(current), Binary: int64(len(ms))}
 			}
 			if current >= m.version {
 				return nil
@@ -90,6 +94,9 @@ func (s *Store) migrate(ctx context.Context) error {
 			return err
 		})
 		if err != nil {
+			if tooNew := (*storage.SchemaTooNewError)(nil); errors.As(err, &tooNew) {
+				return fmt.Errorf("sqlite: %s: %w", s.path, tooNew)
+			}
 			return err
 		}
 		if applied {
@@ -97,4 +104,78 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// SchemaVersion returns the number of the newest migration this binary
+// carries.
+func SchemaVersion() int64 {
+	ms, err := migrations()
+	if err != nil {
+		return 0
+	}
+	return int64(len(ms))
+}
+
+// Status reports the schema version of the database at path and the
+// migrations that Open would apply, without changing anything: an absent
+// file is an empty database that needs every migration. It fails with a
+// *storage.SchemaTooNewError when the database is newer than this binary.
+func Status(ctx context.Context, path string) (storage.SchemaStatus, error) {
+	ms, err := migrations()
+	if err != nil {
+		return storage.SchemaStatus{}, fmt.Errorf("sqlite: migrate: %w", err)
+	}
+	st := storage.SchemaStatus{Latest: int64(len(ms))}
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		for _, m := range ms {
+			st.Pending = append(st.Pending, storage.Migration{Version: int64(m.version), Name: m.name})
+		}
+		return st, nil
+	}
+	db, err := openReadOnly(path)
+	if err != nil {
+		return storage.SchemaStatus{}, err
+	}
+	defer db.Close()
+	if st.Current, err = recordedVersion(ctx, db); err != nil {
+		return storage.SchemaStatus{}, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	if st.Current > st.Latest {
+		return st, fmt.Errorf("sqlite: %s: %w", path, &storage.SchemaTooNewError{Database: st.Current, Binary: st.Latest})
+	}
+	for _, m := range ms[st.Current:] {
+		st.Pending = append(st.Pending, storage.Migration{Version: int64(m.version), Name: m.name})
+	}
+	return st, nil
+}
+
+// openReadOnly opens the existing database at path on query-only
+// connections.
+func openReadOnly(path string) (*sql.DB, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("sqlite: open: invalid database path %q", path)
+	}
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
+// recordedVersion returns the newest migration recorded in db, 0 when
+// there is no schema_migrations table.
+func recordedVersion(ctx context.Context, db *sql.DB) (int64, error) {
+	var tables int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).Scan(&tables); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	if tables == 0 {
+		return 0, nil
+	}
+	var v int64
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return v, nil
 }
