@@ -35,6 +35,8 @@ type Node struct {
 	// dummyHash is checked for unknown users so they take as long as known
 	// ones.
 	dummyHash string
+	// backingUp is held while a database backup runs (one at a time).
+	backingUp sync.Mutex
 }
 
 // NewNode returns a Node over store. metrics may be nil.

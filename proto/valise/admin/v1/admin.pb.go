@@ -2046,6 +2046,204 @@ func (*RetryPeerResponse) Descriptor() ([]byte, []int) {
 	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
+// BackupDatabaseRequest asks for a copy of the node's database.
+type BackupDatabaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupDatabaseRequest) Reset() {
+	*x = BackupDatabaseRequest{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupDatabaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupDatabaseRequest) ProtoMessage() {}
+
+func (x *BackupDatabaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupDatabaseRequest.ProtoReflect.Descriptor instead.
+func (*BackupDatabaseRequest) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+// BackupDatabaseResponse is one part of a backup: a chunk of the database
+// file, in order, or, last, the summary.
+type BackupDatabaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The part.
+	//
+	// Types that are valid to be assigned to Part:
+	//
+	//	*BackupDatabaseResponse_Chunk
+	//	*BackupDatabaseResponse_Summary
+	Part          isBackupDatabaseResponse_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupDatabaseResponse) Reset() {
+	*x = BackupDatabaseResponse{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupDatabaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupDatabaseResponse) ProtoMessage() {}
+
+func (x *BackupDatabaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupDatabaseResponse.ProtoReflect.Descriptor instead.
+func (*BackupDatabaseResponse) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BackupDatabaseResponse) GetPart() isBackupDatabaseResponse_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *BackupDatabaseResponse) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*BackupDatabaseResponse_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+func (x *BackupDatabaseResponse) GetSummary() *BackupSummary {
+	if x != nil {
+		if x, ok := x.Part.(*BackupDatabaseResponse_Summary); ok {
+			return x.Summary
+		}
+	}
+	return nil
+}
+
+type isBackupDatabaseResponse_Part interface {
+	isBackupDatabaseResponse_Part()
+}
+
+type BackupDatabaseResponse_Chunk struct {
+	// The next bytes of the database file, at most 1 MiB.
+	Chunk []byte `protobuf:"bytes,1,opt,name=chunk,proto3,oneof"`
+}
+
+type BackupDatabaseResponse_Summary struct {
+	// The summary that ends the stream.
+	Summary *BackupSummary `protobuf:"bytes,2,opt,name=summary,proto3,oneof"`
+}
+
+func (*BackupDatabaseResponse_Chunk) isBackupDatabaseResponse_Part() {}
+
+func (*BackupDatabaseResponse_Summary) isBackupDatabaseResponse_Part() {}
+
+// BackupSummary ends a backup stream.
+type BackupSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The length of the database file, the sum of the chunks' lengths.
+	SizeBytes int64 `protobuf:"varint,1,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// SHA-256 of the database file.
+	Sha256 []byte `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The schema version of the copied database.
+	SchemaVersion int64 `protobuf:"varint,3,opt,name=schema_version,json=schemaVersion,proto3" json:"schema_version,omitempty"`
+	// When the copy was taken.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupSummary) Reset() {
+	*x = BackupSummary{}
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupSummary) ProtoMessage() {}
+
+func (x *BackupSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_valise_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupSummary.ProtoReflect.Descriptor instead.
+func (*BackupSummary) Descriptor() ([]byte, []int) {
+	return file_valise_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BackupSummary) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *BackupSummary) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *BackupSummary) GetSchemaVersion() int64 {
+	if x != nil {
+		return x.SchemaVersion
+	}
+	return 0
+}
+
+func (x *BackupSummary) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_valise_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_valise_admin_v1_admin_proto_rawDesc = "" +
@@ -2166,7 +2364,18 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\x12RemovePeerResponse\"&\n" +
 	"\x10RetryPeerRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
-	"\x11RetryPeerResponse2\xa8\v\n" +
+	"\x11RetryPeerResponse\"\x17\n" +
+	"\x15BackupDatabaseRequest\"t\n" +
+	"\x16BackupDatabaseResponse\x12\x16\n" +
+	"\x05chunk\x18\x01 \x01(\fH\x00R\x05chunk\x12:\n" +
+	"\asummary\x18\x02 \x01(\v2\x1e.valise.admin.v1.BackupSummaryH\x00R\asummaryB\x06\n" +
+	"\x04part\"\x9d\x01\n" +
+	"\rBackupSummary\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x01 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\fR\x06sha256\x12%\n" +
+	"\x0eschema_version\x18\x03 \x01(\x03R\rschemaVersion\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time2\x8d\f\n" +
 	"\fAdminService\x12U\n" +
 	"\n" +
 	"CreateUser\x12\".valise.admin.v1.CreateUserRequest\x1a#.valise.admin.v1.CreateUserResponse\x12R\n" +
@@ -2186,7 +2395,8 @@ const file_valise_admin_v1_admin_proto_rawDesc = "" +
 	"\vUnblockPeer\x12#.valise.admin.v1.UnblockPeerRequest\x1a$.valise.admin.v1.UnblockPeerResponse\x12U\n" +
 	"\n" +
 	"RemovePeer\x12\".valise.admin.v1.RemovePeerRequest\x1a#.valise.admin.v1.RemovePeerResponse\x12R\n" +
-	"\tRetryPeer\x12!.valise.admin.v1.RetryPeerRequest\x1a\".valise.admin.v1.RetryPeerResponseB;Z9github.com/valise-im/valise/proto/valise/admin/v1;adminv1b\x06proto3"
+	"\tRetryPeer\x12!.valise.admin.v1.RetryPeerRequest\x1a\".valise.admin.v1.RetryPeerResponse\x12c\n" +
+	"\x0eBackupDatabase\x12&.valise.admin.v1.BackupDatabaseRequest\x1a'.valise.admin.v1.BackupDatabaseResponse0\x01B;Z9github.com/valise-im/valise/proto/valise/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_valise_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2200,7 +2410,7 @@ func file_valise_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_valise_admin_v1_admin_proto_rawDescData
 }
 
-var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_valise_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*User)(nil),                    // 0: valise.admin.v1.User
 	(*CreateUserRequest)(nil),       // 1: valise.admin.v1.CreateUserRequest
@@ -2239,65 +2449,72 @@ var file_valise_admin_v1_admin_proto_goTypes = []any{
 	(*RemovePeerResponse)(nil),      // 34: valise.admin.v1.RemovePeerResponse
 	(*RetryPeerRequest)(nil),        // 35: valise.admin.v1.RetryPeerRequest
 	(*RetryPeerResponse)(nil),       // 36: valise.admin.v1.RetryPeerResponse
-	(*timestamppb.Timestamp)(nil),   // 37: google.protobuf.Timestamp
+	(*BackupDatabaseRequest)(nil),   // 37: valise.admin.v1.BackupDatabaseRequest
+	(*BackupDatabaseResponse)(nil),  // 38: valise.admin.v1.BackupDatabaseResponse
+	(*BackupSummary)(nil),           // 39: valise.admin.v1.BackupSummary
+	(*timestamppb.Timestamp)(nil),   // 40: google.protobuf.Timestamp
 }
 var file_valise_admin_v1_admin_proto_depIdxs = []int32{
-	37, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
-	37, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
+	40, // 0: valise.admin.v1.User.created_time:type_name -> google.protobuf.Timestamp
+	40, // 1: valise.admin.v1.User.updated_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: valise.admin.v1.CreateUserResponse.user:type_name -> valise.admin.v1.User
 	0,  // 3: valise.admin.v1.ListUsersResponse.users:type_name -> valise.admin.v1.User
 	0,  // 4: valise.admin.v1.GetUserResponse.user:type_name -> valise.admin.v1.User
-	37, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
+	40, // 5: valise.admin.v1.Device.created_time:type_name -> google.protobuf.Timestamp
 	13, // 6: valise.admin.v1.ListUserDevicesResponse.devices:type_name -> valise.admin.v1.Device
-	37, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	40, // 7: valise.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	18, // 8: valise.admin.v1.ListAuditEventsResponse.events:type_name -> valise.admin.v1.AuditEvent
-	37, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
-	37, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
+	40, // 9: valise.admin.v1.Peer.created_time:type_name -> google.protobuf.Timestamp
+	40, // 10: valise.admin.v1.Peer.updated_time:type_name -> google.protobuf.Timestamp
 	22, // 11: valise.admin.v1.Peer.delivery:type_name -> valise.admin.v1.PeerDelivery
-	37, // 12: valise.admin.v1.PeerDelivery.oldest_queued_time:type_name -> google.protobuf.Timestamp
-	37, // 13: valise.admin.v1.PeerDelivery.last_success_time:type_name -> google.protobuf.Timestamp
-	37, // 14: valise.admin.v1.PeerDelivery.last_error_time:type_name -> google.protobuf.Timestamp
-	37, // 15: valise.admin.v1.PeerDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	40, // 12: valise.admin.v1.PeerDelivery.oldest_queued_time:type_name -> google.protobuf.Timestamp
+	40, // 13: valise.admin.v1.PeerDelivery.last_success_time:type_name -> google.protobuf.Timestamp
+	40, // 14: valise.admin.v1.PeerDelivery.last_error_time:type_name -> google.protobuf.Timestamp
+	40, // 15: valise.admin.v1.PeerDelivery.next_attempt_time:type_name -> google.protobuf.Timestamp
 	21, // 16: valise.admin.v1.AddPeerResponse.peer:type_name -> valise.admin.v1.Peer
 	21, // 17: valise.admin.v1.ListPeersResponse.peers:type_name -> valise.admin.v1.Peer
 	21, // 18: valise.admin.v1.UpdatePeerResponse.peer:type_name -> valise.admin.v1.Peer
-	1,  // 19: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
-	3,  // 20: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
-	5,  // 21: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
-	7,  // 22: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
-	9,  // 23: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
-	11, // 24: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
-	14, // 25: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
-	16, // 26: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
-	19, // 27: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
-	23, // 28: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
-	25, // 29: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
-	27, // 30: valise.admin.v1.AdminService.UpdatePeer:input_type -> valise.admin.v1.UpdatePeerRequest
-	29, // 31: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
-	31, // 32: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
-	33, // 33: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
-	35, // 34: valise.admin.v1.AdminService.RetryPeer:input_type -> valise.admin.v1.RetryPeerRequest
-	2,  // 35: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
-	4,  // 36: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
-	6,  // 37: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
-	8,  // 38: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
-	10, // 39: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
-	12, // 40: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
-	15, // 41: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
-	17, // 42: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
-	20, // 43: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
-	24, // 44: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
-	26, // 45: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
-	28, // 46: valise.admin.v1.AdminService.UpdatePeer:output_type -> valise.admin.v1.UpdatePeerResponse
-	30, // 47: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
-	32, // 48: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
-	34, // 49: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
-	36, // 50: valise.admin.v1.AdminService.RetryPeer:output_type -> valise.admin.v1.RetryPeerResponse
-	35, // [35:51] is the sub-list for method output_type
-	19, // [19:35] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	39, // 19: valise.admin.v1.BackupDatabaseResponse.summary:type_name -> valise.admin.v1.BackupSummary
+	40, // 20: valise.admin.v1.BackupSummary.time:type_name -> google.protobuf.Timestamp
+	1,  // 21: valise.admin.v1.AdminService.CreateUser:input_type -> valise.admin.v1.CreateUserRequest
+	3,  // 22: valise.admin.v1.AdminService.ListUsers:input_type -> valise.admin.v1.ListUsersRequest
+	5,  // 23: valise.admin.v1.AdminService.GetUser:input_type -> valise.admin.v1.GetUserRequest
+	7,  // 24: valise.admin.v1.AdminService.DeactivateUser:input_type -> valise.admin.v1.DeactivateUserRequest
+	9,  // 25: valise.admin.v1.AdminService.ReactivateUser:input_type -> valise.admin.v1.ReactivateUserRequest
+	11, // 26: valise.admin.v1.AdminService.ResetPassword:input_type -> valise.admin.v1.ResetPasswordRequest
+	14, // 27: valise.admin.v1.AdminService.ListUserDevices:input_type -> valise.admin.v1.ListUserDevicesRequest
+	16, // 28: valise.admin.v1.AdminService.RevokeDevice:input_type -> valise.admin.v1.RevokeDeviceRequest
+	19, // 29: valise.admin.v1.AdminService.ListAuditEvents:input_type -> valise.admin.v1.ListAuditEventsRequest
+	23, // 30: valise.admin.v1.AdminService.AddPeer:input_type -> valise.admin.v1.AddPeerRequest
+	25, // 31: valise.admin.v1.AdminService.ListPeers:input_type -> valise.admin.v1.ListPeersRequest
+	27, // 32: valise.admin.v1.AdminService.UpdatePeer:input_type -> valise.admin.v1.UpdatePeerRequest
+	29, // 33: valise.admin.v1.AdminService.BlockPeer:input_type -> valise.admin.v1.BlockPeerRequest
+	31, // 34: valise.admin.v1.AdminService.UnblockPeer:input_type -> valise.admin.v1.UnblockPeerRequest
+	33, // 35: valise.admin.v1.AdminService.RemovePeer:input_type -> valise.admin.v1.RemovePeerRequest
+	35, // 36: valise.admin.v1.AdminService.RetryPeer:input_type -> valise.admin.v1.RetryPeerRequest
+	37, // 37: valise.admin.v1.AdminService.BackupDatabase:input_type -> valise.admin.v1.BackupDatabaseRequest
+	2,  // 38: valise.admin.v1.AdminService.CreateUser:output_type -> valise.admin.v1.CreateUserResponse
+	4,  // 39: valise.admin.v1.AdminService.ListUsers:output_type -> valise.admin.v1.ListUsersResponse
+	6,  // 40: valise.admin.v1.AdminService.GetUser:output_type -> valise.admin.v1.GetUserResponse
+	8,  // 41: valise.admin.v1.AdminService.DeactivateUser:output_type -> valise.admin.v1.DeactivateUserResponse
+	10, // 42: valise.admin.v1.AdminService.ReactivateUser:output_type -> valise.admin.v1.ReactivateUserResponse
+	12, // 43: valise.admin.v1.AdminService.ResetPassword:output_type -> valise.admin.v1.ResetPasswordResponse
+	15, // 44: valise.admin.v1.AdminService.ListUserDevices:output_type -> valise.admin.v1.ListUserDevicesResponse
+	17, // 45: valise.admin.v1.AdminService.RevokeDevice:output_type -> valise.admin.v1.RevokeDeviceResponse
+	20, // 46: valise.admin.v1.AdminService.ListAuditEvents:output_type -> valise.admin.v1.ListAuditEventsResponse
+	24, // 47: valise.admin.v1.AdminService.AddPeer:output_type -> valise.admin.v1.AddPeerResponse
+	26, // 48: valise.admin.v1.AdminService.ListPeers:output_type -> valise.admin.v1.ListPeersResponse
+	28, // 49: valise.admin.v1.AdminService.UpdatePeer:output_type -> valise.admin.v1.UpdatePeerResponse
+	30, // 50: valise.admin.v1.AdminService.BlockPeer:output_type -> valise.admin.v1.BlockPeerResponse
+	32, // 51: valise.admin.v1.AdminService.UnblockPeer:output_type -> valise.admin.v1.UnblockPeerResponse
+	34, // 52: valise.admin.v1.AdminService.RemovePeer:output_type -> valise.admin.v1.RemovePeerResponse
+	36, // 53: valise.admin.v1.AdminService.RetryPeer:output_type -> valise.admin.v1.RetryPeerResponse
+	38, // 54: valise.admin.v1.AdminService.BackupDatabase:output_type -> valise.admin.v1.BackupDatabaseResponse
+	38, // [38:55] is the sub-list for method output_type
+	21, // [21:38] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_valise_admin_v1_admin_proto_init() }
@@ -2305,13 +2522,17 @@ func file_valise_admin_v1_admin_proto_init() {
 	if File_valise_admin_v1_admin_proto != nil {
 		return
 	}
+	file_valise_admin_v1_admin_proto_msgTypes[38].OneofWrappers = []any{
+		(*BackupDatabaseResponse_Chunk)(nil),
+		(*BackupDatabaseResponse_Summary)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_valise_admin_v1_admin_proto_rawDesc), len(file_valise_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

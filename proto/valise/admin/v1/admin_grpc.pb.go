@@ -35,6 +35,7 @@ const (
 	AdminService_UnblockPeer_FullMethodName     = "/valise.admin.v1.AdminService/UnblockPeer"
 	AdminService_RemovePeer_FullMethodName      = "/valise.admin.v1.AdminService/RemovePeer"
 	AdminService_RetryPeer_FullMethodName       = "/valise.admin.v1.AdminService/RetryPeer"
+	AdminService_BackupDatabase_FullMethodName  = "/valise.admin.v1.AdminService/BackupDatabase"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -139,6 +140,22 @@ type AdminServiceClient interface {
 	// that is not a peer; FAILED_PRECONDITION when federation is off on this
 	// node.
 	RetryPeer(ctx context.Context, in *RetryPeerRequest, opts ...grpc.CallOption) (*RetryPeerResponse, error)
+	// BackupDatabase streams a consistent online copy of the node's SQLite
+	// database, taken as of one instant while the node goes on serving. The
+	// node writes the copy (SQLite VACUUM INTO) to a temporary file in its
+	// data directory, streams it in chunks of at most 1 MiB, and removes it.
+	// The last message is a summary holding the copy's length and SHA-256:
+	// a stream that ends without it, or whose bytes do not match it, is
+	// incomplete and must be discarded. The backup is recorded in the audit
+	// log (action `database.backup`, with its size and SHA-256). The copy
+	// holds only what the database holds: ciphertext, hashes and public
+	// keys; the node's configuration, certificates and keys are saved
+	// separately (see docs/ops/backups.md).
+	//
+	// Errors: FAILED_PRECONDITION when another backup is running on this
+	// node, or when the node stores its data in PostgreSQL (back it up with
+	// pg_dump); CANCELLED or DEADLINE_EXCEEDED when the caller gives up.
+	BackupDatabase(ctx context.Context, in *BackupDatabaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupDatabaseResponse], error)
 }
 
 type adminServiceClient struct {
@@ -309,6 +326,25 @@ func (c *adminServiceClient) RetryPeer(ctx context.Context, in *RetryPeerRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) BackupDatabase(ctx context.Context, in *BackupDatabaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupDatabaseResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdminService_ServiceDesc.Streams[0], AdminService_BackupDatabase_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupDatabaseRequest, BackupDatabaseResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_BackupDatabaseClient = grpc.ServerStreamingClient[BackupDatabaseResponse]
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -411,6 +447,22 @@ type AdminServiceServer interface {
 	// that is not a peer; FAILED_PRECONDITION when federation is off on this
 	// node.
 	RetryPeer(context.Context, *RetryPeerRequest) (*RetryPeerResponse, error)
+	// BackupDatabase streams a consistent online copy of the node's SQLite
+	// database, taken as of one instant while the node goes on serving. The
+	// node writes the copy (SQLite VACUUM INTO) to a temporary file in its
+	// data directory, streams it in chunks of at most 1 MiB, and removes it.
+	// The last message is a summary holding the copy's length and SHA-256:
+	// a stream that ends without it, or whose bytes do not match it, is
+	// incomplete and must be discarded. The backup is recorded in the audit
+	// log (action `database.backup`, with its size and SHA-256). The copy
+	// holds only what the database holds: ciphertext, hashes and public
+	// keys; the node's configuration, certificates and keys are saved
+	// separately (see docs/ops/backups.md).
+	//
+	// Errors: FAILED_PRECONDITION when another backup is running on this
+	// node, or when the node stores its data in PostgreSQL (back it up with
+	// pg_dump); CANCELLED or DEADLINE_EXCEEDED when the caller gives up.
+	BackupDatabase(*BackupDatabaseRequest, grpc.ServerStreamingServer[BackupDatabaseResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -468,6 +520,9 @@ func (UnimplementedAdminServiceServer) RemovePeer(context.Context, *RemovePeerRe
 }
 func (UnimplementedAdminServiceServer) RetryPeer(context.Context, *RetryPeerRequest) (*RetryPeerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetryPeer not implemented")
+}
+func (UnimplementedAdminServiceServer) BackupDatabase(*BackupDatabaseRequest, grpc.ServerStreamingServer[BackupDatabaseResponse]) error {
+	return status.Error(codes.Unimplemented, "method BackupDatabase not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -778,6 +833,17 @@ func _AdminService_RetryPeer_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_BackupDatabase_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupDatabaseRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServiceServer).BackupDatabase(m, &grpc.GenericServerStream[BackupDatabaseRequest, BackupDatabaseResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdminService_BackupDatabaseServer = grpc.ServerStreamingServer[BackupDatabaseResponse]
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -850,6 +916,12 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AdminService_RetryPeer_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "BackupDatabase",
+			Handler:       _AdminService_BackupDatabase_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "valise/admin/v1/admin.proto",
 }
