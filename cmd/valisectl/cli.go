@@ -25,7 +25,7 @@ type cli struct {
 	admin    adminv1.AdminServiceClient
 }
 
-// command is one "GROUP VERB" of valisectl.
+// command is one "GROUP VERB" (or a lone "VERB") of valisectl.
 type command struct {
 	name     string // e.g. "user create"
 	nargs    int    // exact number of positional arguments
@@ -53,6 +53,7 @@ func commands() []command {
 		{"peer remove", 1, false, peerRemove},
 		{"peer retry", 1, false, peerRetry},
 		{"peer update", 1, false, peerUpdate},
+		{"backup", 0, false, backup},
 	}
 }
 
@@ -142,6 +143,9 @@ func lookup(args []string) (command, []string, error) {
 		group, verb, _ := strings.Cut(cmd.name, " ")
 		if group != args[0] {
 			continue
+		}
+		if verb == "" { // a command of one word
+			return cmd, args[1:], nil
 		}
 		if len(args) > 1 && args[1] == verb {
 			return cmd, args[2:], nil

@@ -1,6 +1,7 @@
 // Command valisectl administers a Valise node: it creates, lists,
 // deactivates and reactivates users, resets passwords, lists and revokes
-// devices, and reads the audit log, all through the node's AdminService.
+// devices, reads the audit log, manages federation peers and backs up a
+// SQLite node's database, all through the node's AdminService.
 //
 // It speaks to the node over the admin unix socket in the node's data
 // directory (DIR/admin.sock, guarded by file mode and peer credentials) or,

@@ -47,6 +47,12 @@ Commands:
         and their senders told.
   peer retry PEER
         Retry deliveries to a peer now instead of waiting out the backoff.
+  backup --out FILE [--force]
+        Copy the node's SQLite database while it serves into FILE (mode
+        0600), verified against the node's length and SHA-256, written
+        atomically; print its size and SHA-256. Refuses to replace FILE
+        unless --force. No deadline (--timeout does not apply). A
+        PostgreSQL node refuses: use pg_dump. See docs/ops/backups.md.
   help
         Print this help.
 
@@ -80,6 +86,8 @@ Command flags:
   --ca-bundle FILE      PEM CA certificates trusted for the peer's name
                         (peer add: required; peer update; --ca is the
                         global flag for the admin connection)
+  --out FILE            where backup writes the database copy (required)
+  --force               let backup replace an existing --out FILE
 
 Exit status: 0 on success, 1 when a call fails, 2 on a usage error.
 `

@@ -5,6 +5,8 @@
 //	valised serve --data DIR
 //	valised serve --dev [--data DIR]
 //	valised check --data DIR
+//	valised restore --data DIR --from FILE [--force]
+//	valised migrate --data DIR [--check]
 //
 // init creates a node's data directory (config, CA, certificates, keys);
 // serve runs the node until SIGTERM or SIGINT; serve --dev creates a
@@ -47,6 +49,8 @@ const usage = `usage:
   valised serve --data DIR
   valised serve --dev [--data DIR]       (default DIR: ./valise-dev)
   valised check --data DIR
+  valised restore --data DIR --from FILE [--force]
+  valised migrate --data DIR [--check]   (--check exits 3 when migrations would run)
 `
 
 // run is main without the process: it returns the exit code.
@@ -63,6 +67,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = cmdServe(ctx, args[1:], stdout, stderr)
 	case "check":
 		err = cmdCheck(args[1:], stdout, stderr)
+	case "restore":
+		err = cmdRestore(ctx, args[1:], stdout, stderr)
+	case "migrate":
+		err = cmdMigrate(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -73,6 +81,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		if err == errUsage {
 			return 2
+		}
+		if err == errPending {
+			return exitPending
 		}
 		fmt.Fprintf(stderr, "valised: %v\n", err)
 		return 1
