@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/valise-im/valise/internal/config"
 	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
 )
 
@@ -286,5 +290,65 @@ func TestRestoreRefusals(t *testing.T) {
 	r := startNodeIn(t, n.dir, n.cfg)
 	if got := allUsers(t, r.admin); !slices.Equal(got, []string{"alice@localhost"}) {
 		t.Errorf("users after restore = %v, want only alice (bob came after the backup)", got)
+	}
+}
+
+// TestBackupOverRemoteAdmin backs a node up over the remote admin mTLS
+// listener with --json and --force, across several 1 MiB chunks, and
+// restores it.
+func TestBackupOverRemoteAdmin(t *testing.T) {
+	dir := newNodeDir(t, "sqlite")
+	n := startNodeIn(t, dir, testConfig(t, dir, func(c *config.Config) { c.Listen.AdminRemote = "127.0.0.1:0" }))
+	n.createUser(t, "alice", "alice-password")
+	n.createUser(t, "bob", "bob-password")
+	alice := n.login(t, "alice", "alice-password")
+	bob := n.login(t, "bob", "bob-password")
+	// About 2.7 MiB of ciphertext: the backup takes several chunks.
+	body := func(i int) []byte { return bytes.Repeat([]byte{byte(i), 0xa5, byte(i * 7)}, 80_000) }
+	for i := range 12 {
+		if _, err := sendOne(t.Context(), alice, bob, fmt.Sprintf("big-%d", i), body(i)); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "backup.db")
+	if err := os.WriteFile(out, []byte("an older backup"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	remote := []string{"--addr", n.ready.AdminRemote, "--server-name", "localhost",
+		"--cert", filepath.Join(dir, "admin.crt"), "--key", filepath.Join(dir, "admin.key"), "--ca", filepath.Join(dir, "ca.crt")}
+	stdout, stderr, code := n.ctl(t, "", append(remote, "--json", "backup", "--out", out, "--force")...)
+	if code != 0 {
+		t.Fatalf("remote backup --force: exit %d: %s", code, stderr)
+	}
+	var sum adminv1.BackupSummary
+	if err := protojson.Unmarshal([]byte(stdout), &sum); err != nil {
+		t.Fatalf("backup --json printed %q: %v", stdout, err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(data)
+	if sum.SizeBytes != int64(len(data)) || !bytes.Equal(sum.Sha256, h[:]) || sum.SizeBytes < 2*1<<20 {
+		t.Errorf("summary %v; file has %d bytes, sha256 %x (want over 2 MiB)", &sum, len(data), h)
+	}
+	fresh := freshDataDir(t, dir)
+	if _, stderr, code := runValised(t, "restore", "--data", fresh, "--from", out); code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	r := startNodeIn(t, fresh, testConfig(t, fresh, nil))
+	from := &device{user: alice.user, id: alice.id, token: alice.token, c: r.client(t)}
+	to := &device{user: bob.user, id: bob.id, token: bob.token, c: r.client(t)}
+	if _, err := sendOne(t.Context(), from, to, "marker", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	got := readInboxUntil(t, to, []byte("marker"))
+	if len(got) != 12 {
+		t.Fatalf("%d envelopes restored, want 12", len(got))
+	}
+	for i, m := range got {
+		if !bytes.Equal(m.Ciphertext, body(i)) {
+			t.Errorf("envelope %d restored with different bytes", i)
+		}
 	}
 }
