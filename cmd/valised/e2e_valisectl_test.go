@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -45,19 +44,7 @@ func valisectlBinary(t *testing.T) string {
 // stderr and the exit code.
 func (n *testNode) ctl(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	cmd := exec.Command(valisectlBinary(t), append([]string{"--data", n.dir}, args...)...)
-	cmd.Env = childEnv()
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return runCmdStdin(t, stdin, valisectlBinary(t), append([]string{"--data", n.dir}, args...)...)
 }
 
 // TestValisectlAgainstRealNode drives the real valisectl binary against a

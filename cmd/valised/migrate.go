@@ -40,12 +40,11 @@ func cmdMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	bc := backend.Config{Driver: cfg.Storage.Driver, SQLitePath: config.Path(*dir, cfg.Storage.SQLite.Path)}
-	if bc.Driver == "postgres" {
-		if bc.PostgresDSN, err = backend.ReadDSN(config.Path(*dir, cfg.Storage.Postgres.DSNFile)); err != nil {
-			return err
-		}
-	} else if !*check {
+	bc, err := backendConfig(*dir, cfg)
+	if err != nil {
+		return err
+	}
+	if bc.Driver != "postgres" && !*check {
 		// Applying needs the database to itself: no node may serve it.
 		unlock, err := lockDataDir(*dir)
 		if err != nil {

@@ -31,8 +31,15 @@ func runValised(t *testing.T, args ...string) (string, string, int) {
 // runCmd runs a program without the test's VALISE_ variables.
 func runCmd(t *testing.T, name string, args ...string) (string, string, int) {
 	t.Helper()
+	return runCmdStdin(t, "", name, args...)
+}
+
+// runCmdStdin is runCmd with stdin.
+func runCmdStdin(t *testing.T, stdin, name string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = childEnv()
+	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

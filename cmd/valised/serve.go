@@ -132,11 +132,9 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
-	bc := backend.Config{Driver: cfg.Storage.Driver, SQLitePath: config.Path(dir, cfg.Storage.SQLite.Path)}
-	if bc.Driver == "postgres" {
-		if bc.PostgresDSN, err = backend.ReadDSN(config.Path(dir, cfg.Storage.Postgres.DSNFile)); err != nil {
-			return err
-		}
+	bc, err := backendConfig(dir, cfg)
+	if err != nil {
+		return err
 	}
 	store, err := backend.Open(ctx, bc, log)
 	if err != nil {

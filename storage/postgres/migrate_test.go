@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -120,8 +121,13 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		s.Close()
 		t.Fatalf("Open on a schema at version %d succeeded, want an error", newer)
 	}
-	if !errors.Is(err, postgres.ErrSchemaTooNew) {
-		t.Errorf("Open: %v, want ErrSchemaTooNew", err)
+	_, serr := postgres.Status(t.Context(), dsn)
+	want := fmt.Sprintf("this database was migrated by a newer valised (schema %d); this binary knows up to %d: run the newer valised or restore a backup",
+		newer, postgres.SchemaVersion())
+	for name, err := range map[string]error{"Open": err, "Status": serr} {
+		if !errors.Is(err, postgres.ErrSchemaTooNew) || !strings.Contains(fmt.Sprint(err), want) {
+			t.Errorf("%s: %v, want ErrSchemaTooNew saying %q", name, err, want)
+		}
 	}
 }
 
