@@ -42,7 +42,8 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService manages a node's users, devices and federation peers. It is served on the
+// AdminService manages a node's users, devices and federation peers, and
+// backs up its database. It is served on the
 // node's admin unix socket (mode 0600, only the node's own system user and
 // root may connect) and, when configured, on a remote admin listener that
 // requires an admin client certificate issued by the node's CA.
@@ -349,7 +350,8 @@ type AdminService_BackupDatabaseClient = grpc.ServerStreamingClient[BackupDataba
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService manages a node's users, devices and federation peers. It is served on the
+// AdminService manages a node's users, devices and federation peers, and
+// backs up its database. It is served on the
 // node's admin unix socket (mode 0600, only the node's own system user and
 // root may connect) and, when configured, on a remote admin listener that
 // requires an admin client certificate issued by the node's CA.
