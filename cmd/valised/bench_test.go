@@ -64,32 +64,65 @@ func BenchmarkSendEnvelopes(b *testing.B) {
 // every receiver has read every envelope sent to it; it reports envelopes
 // delivered per second. The backend is VALISE_BENCH_BACKEND (default
 // sqlite).
+//
+//	go test -run XXX -bench 'Deliver$' -benchtime 3s -count 5 ./cmd/valised
 func BenchmarkDeliver(b *testing.B) {
-	backend := os.Getenv("VALISE_BENCH_BACKEND")
-	if backend == "" {
-		backend = "sqlite"
+	n := startNode(b, benchBackend(), benchTweak)
+	benchDeliver(b, n, n)
+}
+
+// BenchmarkDeliverFederated is BenchmarkDeliver with the senders on node
+// a.example and the receivers on b.example: every envelope crosses the
+// federation (a's outbox, a DeliverTransaction over mTLS, b's commit).
+// It also reports the envelopes per transaction.
+//
+//	go test -run XXX -bench DeliverFederated -benchtime 3s -count 5 ./cmd/valised
+func BenchmarkDeliverFederated(b *testing.B) {
+	backend := benchBackend()
+	from := startFedNode(b, backend, "a.example", benchTweak)
+	to := startFedNode(b, backend, "b.example", benchTweak)
+	peerAll(b, from, to)
+	benchDeliver(b, from, to)
+	if tx := from.metric(b, "valise_federation_transactions_total"); tx > 0 {
+		b.ReportMetric(from.metric(b, "valise_federation_envelopes_sent_total")/tx, "envelopes/tx")
 	}
-	n := startNode(b, backend, func(c *config.Config) {
-		c.Limits.Send = config.Rate{Burst: 1 << 30, PerSecond: 1 << 30}
-	})
-	var to []*device
+}
+
+func benchBackend() string {
+	if b := os.Getenv("VALISE_BENCH_BACKEND"); b != "" {
+		return b
+	}
+	return "sqlite"
+}
+
+// benchTweak lifts the per-device send limit and the per-peer call rate,
+// which a benchmark's few devices and one peer would otherwise hit.
+func benchTweak(c *config.Config) {
+	c.Limits.Send = config.Rate{Burst: 1 << 30, PerSecond: 1 << 30}
+	c.Federation.PeerRate = config.Rate{Burst: 1 << 30, PerSecond: 1 << 30}
+}
+
+// benchDeliver runs the load of BenchmarkDeliver from senders on node
+// from to receivers on node to.
+func benchDeliver(b *testing.B, from, to *testNode) {
+	var rcpts []*device
 	for i := range 10 {
 		u := fmt.Sprintf("rcpt%d", i)
-		n.createUser(b, u, "password-"+u)
-		to = append(to, n.login(b, u, "password-"+u))
+		to.createUser(b, u, "password-"+u)
+		rcpts = append(rcpts, to.login(b, u, "password-"+u))
 	}
-	n.createUser(b, "sender", "sender-password")
+	from.createUser(b, "sender", "sender-password")
 	var senders []*device
 	for range 16 {
-		senders = append(senders, n.login(b, "sender", "sender-password"))
+		senders = append(senders, from.login(b, "sender", "sender-password"))
 	}
 	body := make([]byte, 1024)
 	var sent atomic.Int64
-	received := make([]atomic.Int64, len(to))
+	received := make([]atomic.Int64, len(rcpts))
 	ctx, cancel := context.WithCancel(b.Context())
 	defer cancel()
 	var wg sync.WaitGroup
-	for i, d := range to {
+	for i, d := range rcpts {
 		stream, err := d.c.StreamInbox(d.ctx(ctx), &clientv1.StreamInboxRequest{})
 		if err != nil {
 			b.Fatal(err)
@@ -117,7 +150,7 @@ func BenchmarkDeliver(b *testing.B) {
 		d := senders[int(next.Add(1)-1)%len(senders)]
 		for pb.Next() {
 			req := &clientv1.SendEnvelopesRequest{IdempotencyKey: fmt.Sprint(sent.Add(1))}
-			for _, r := range to {
+			for _, r := range rcpts {
 				req.Envelopes = append(req.Envelopes, &clientv1.OutgoingEnvelope{RecipientUser: r.user, RecipientDeviceId: r.id, Ciphertext: body})
 			}
 			if _, err := d.c.SendEnvelopes(d.ctx(b.Context()), req); err != nil {
@@ -133,7 +166,7 @@ func BenchmarkDeliver(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(want*int64(len(to)))/b.Elapsed().Seconds(), "envelopes/s")
+	b.ReportMetric(float64(want*int64(len(rcpts)))/b.Elapsed().Seconds(), "envelopes/s")
 	cancel()
 	wg.Wait()
 	for i := range received {
