@@ -215,7 +215,8 @@ func TestContainerfile(t *testing.T) {
 	}
 
 	// Build as the build stage does, into a temporary /out/.
-	out := t.TempDir()
+	// Like /out/ in the build stage, the directory does not exist yet.
+	out := filepath.Join(t.TempDir(), "out")
 	env := os.Environ()
 	args := goBuild
 	for len(args) > 0 && strings.Contains(args[0], "=") {
