@@ -256,3 +256,18 @@ func TestWatchReadiness(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestDialable checks that wildcard listen hosts are probed on loopback.
+func TestDialable(t *testing.T) {
+	for in, want := range map[string]string{
+		"0.0.0.0:7445":   "127.0.0.1:7445",
+		":7445":          "127.0.0.1:7445",
+		"[::]:7445":      "[::1]:7445",
+		"10.0.0.5:7445":  "10.0.0.5:7445",
+		"node.example:1": "node.example:1",
+	} {
+		if got := dialable(in); got != want {
+			t.Errorf("dialable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
