@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	_ "modernc.org/sqlite" // the test opens the node's SQLite file beside it
 
 	"github.com/valise-im/valise/internal/config"
@@ -169,6 +171,11 @@ func TestStorageMetrics(t *testing.T) {
 			{RecipientUser: alice.user, RecipientDeviceId: alice.id, Ciphertext: []byte("two")}}}
 		if _, err := alice.c.SendEnvelopes(alice.ctx(t.Context()), req); err == nil {
 			t.Fatal("a send the database refused was acknowledged")
+		} else if status.Code(err) != codes.Internal || status.Convert(err).Message() != "internal error" {
+			t.Errorf("a send the database refused: %v, want Internal \"internal error\" (docs/OPERATIONS.md)", err)
+		}
+		if logs := n.logs.String(); !strings.Contains(logs, `"msg":"group commit failed"`) || !strings.Contains(logs, "simulated full disk") {
+			t.Errorf("no \"group commit failed\" log line with the database's error:\n%s", logs)
 		}
 		if got := n.metric(t, "valise_storage_commit_failures_total"); got < 1 {
 			t.Errorf("valise_storage_commit_failures_total = %v after a refused commit, want ≥ 1", got)
