@@ -74,6 +74,9 @@ func (m *memInbox) PruneIdempotency(context.Context, time.Time) (int64, error) {
 
 func (m *memInbox) PruneFederation(context.Context, time.Time) (int64, error) { return 0, nil }
 
+// Ping answers: the in-memory database is always up.
+func (s *memInbox) Ping(context.Context) error { return nil }
+
 func newTestNode(t *testing.T, store storage.Store) *Node {
 	t.Helper()
 	n := NewNode(Config{Node: "localhost", Password: cheap}, store, nil, slog.New(slog.DiscardHandler))

@@ -188,10 +188,13 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer close(pruned); n.runPruner(ctx, pruneInterval) }()
 	listened := make(chan struct{})
 	go func() { defer close(listened); n.runEvents(ctx) }()
+	pinged := make(chan struct{})
+	go func() { defer close(pinged); n.runPinger(ctx, pingInterval) }()
 	err := n.writer.Run(ctx)
 	cancel()
 	<-pruned
 	<-listened
+	<-pinged
 	return err
 }
 

@@ -156,6 +156,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	if err := trust.Reload(ctx); err != nil {
 		return fmt.Errorf("federation: load peers: %w", err)
 	}
+	registerCertExpiry(reg, dir, cfg, name, certs, trust)
 	// The node and the federation call each other: the node queues for
 	// the senders and looks up remote keys through outbound; the senders
 	// and the federation service wake the node's inbox streams.
