@@ -117,6 +117,23 @@ func TestDeploymentSecurity(t *testing.T) {
 			t.Errorf("container %s: image %q, want %s (what deploy/container/Containerfile builds)", c.Name, c.Image, image)
 		}
 	}
+	// Secret files: readable by the pod's group at most (the default,
+	// 0644, is world-readable).
+	for _, v := range spec.Volumes {
+		if v.Secret == nil {
+			continue
+		}
+		if m := v.Secret.DefaultMode; m == nil {
+			t.Errorf("volume %s: Secret defaultMode unset (0644, world-readable), want at most 0440", v.Name)
+		} else if *m&0o037 != 0 {
+			t.Errorf("volume %s: Secret defaultMode %#o, want at most 0440", v.Name, *m)
+		}
+		for _, it := range v.Secret.Items {
+			if m := it.Mode; m != nil && *m&0o037 != 0 {
+				t.Errorf("volume %s item %s: mode %o, want at most 0440", v.Name, it.Key, *m)
+			}
+		}
+	}
 	pinned := false
 	for _, im := range m.kust.Images {
 		pinned = pinned || (im.Name == image && im.NewTag != "" && im.NewTag != "latest")
