@@ -156,12 +156,14 @@ func materialize(t *testing.T, root string, spec *corev1.PodSpec, c *corev1.Cont
 	}
 }
 
-// buildValised builds cmd/valised into a directory every user may read.
+// buildValised builds cmd/valised and cmd/valisectl into a directory
+// every user may read and returns valised's path.
 func buildValised(t *testing.T) string {
 	t.Helper()
 	dir := worldReadableTempDir(t)
 	bin := filepath.Join(dir, "valised")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/valise-im/valise/cmd/valised").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"github.com/valise-im/valise/cmd/valised", "github.com/valise-im/valise/cmd/valisectl").CombinedOutput()
 	if err != nil {
 		t.Fatalf("building valised: %v\n%s", err, out)
 	}
@@ -222,13 +224,180 @@ func snapshot(t *testing.T, root string) map[string]bool {
 	return paths
 }
 
-// TestPodRunsNode runs the real valised the way the Deployment runs it: as
-// the pod's user (when the test runs as root), with the pod's arguments,
-// in a copy of the pod's filesystem where the Secrets hold a node made by
-// `valised init` and a fresh PostgreSQL database's DSN, and the ConfigMap
-// holds valised.yaml (listeners on loopback). It then asks what the
-// kubelet's probes ask, checks that the node wrote only in the writable
-// emptyDir, and stops it with SIGTERM as the kubelet does.
+// pod is one replica of the Deployment run as a process.
+type pod struct {
+	root    string // the pod's filesystem
+	data    string // the data directory, under root
+	before  map[string]bool
+	cmd     *exec.Cmd
+	addrs   map[string]any // from the "node serving" log line
+	exited  chan struct{}
+	logs    strings.Builder // written by the reader until exited
+	waitErr error           // set before exited is closed
+}
+
+// podEnv is the environment of what the test runs: no VALISE_ variable
+// overrides the config, as in the pod.
+func podEnv() []string {
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "VALISE_") })
+}
+
+// runAs makes cmd run as the pod's user when the test runs as root.
+func runAs(cmd *exec.Cmd, id podIdentity, asRoot bool) {
+	if asRoot {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
+			Uid: uint32(id.uid), Gid: uint32(id.gid), Groups: []uint32{uint32(id.fsGroup)}}}
+	}
+}
+
+// startPod lays out a new pod's filesystem and starts the container's
+// command in it, returning once the node logs "node serving".
+func startPod(t *testing.T, bin string, spec *corev1.PodSpec, c *corev1.Container, id podIdentity,
+	secrets, configMaps map[string]map[string]string, asRoot bool) *pod {
+	t.Helper()
+	p := &pod{root: worldReadableTempDir(t), exited: make(chan struct{})}
+	materialize(t, p.root, spec, c, id, secrets, configMaps, asRoot)
+	p.data = filepath.Join(p.root, filepath.FromSlash(dataDir(t, c)))
+	p.before = snapshot(t, p.root)
+	args := slices.Clone(c.Args)
+	args[slices.Index(args, "--data")+1] = p.data
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = podEnv()
+	runAs(p.cmd, id, asRoot)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	serving := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			p.logs.WriteString(sc.Text() + "\n")
+			var line map[string]any
+			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "node serving" {
+				serving <- line
+				sent = true
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("valised in %s logs:\n%s", p.root, p.logs.String())
+		}
+	})
+	select {
+	case p.addrs = <-serving:
+	case <-p.exited:
+		t.Fatalf("valised exited before serving: %v\n%s", p.waitErr, p.logs.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatal("valised did not log \"node serving\" within 2 minutes")
+	}
+	return p
+}
+
+// probe asks what the kubelet's probes ask: liveness "" and readiness
+// valise.ready on the plaintext health listener. It waits for readiness.
+func (p *pod) probe(t *testing.T, caPEM, name string) {
+	t.Helper()
+	var (
+		conn *grpc.ClientConn
+		err  error
+	)
+	readiness := readyService
+	if configKnowsKey("health") {
+		addr, _ := p.addrs["health"].(string)
+		if addr == "" {
+			t.Fatalf("the node serves no health listener: %v", p.addrs)
+		}
+		conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	} else {
+		// Before listen.health exists (see loadNodeConfig), the same
+		// questions go to the client listener's health service over TLS.
+		t.Log("no listen.health yet: asking the client listener's health service instead")
+		readiness = ""
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM([]byte(caPEM))
+		addr, _ := p.addrs["client"].(string)
+		conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(
+			&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: name})))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	if r, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("liveness: Check(\"\") = %v, %v; want SERVING", r, err)
+	}
+	watch, err := hc.Watch(t.Context(), &healthpb.HealthCheckRequest{Service: readiness})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := watch.Recv()
+		if err != nil {
+			t.Fatalf("readiness: watching %q: %v", readiness, err)
+		}
+		if r.Status == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+	}
+}
+
+// checkWrites checks that the node created files only in the writable
+// emptyDir, as the pod's user.
+func (p *pod) checkWrites(t *testing.T, fsys *podFS, id podIdentity, asRoot bool) {
+	t.Helper()
+	for f := range snapshot(t, p.root) {
+		if p.before[f] {
+			continue
+		}
+		rel := "/" + filepath.ToSlash(strings.TrimPrefix(f, p.root+string(filepath.Separator)))
+		if mf, ok := fsys.lookup(rel); !ok || !mf.writable {
+			t.Errorf("valised created %s outside the writable emptyDir", rel)
+		}
+		if fi, err := os.Lstat(f); asRoot && err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok && int64(st.Uid) != id.uid {
+				t.Errorf("%s belongs to uid %d, want the pod's user %d", rel, st.Uid, id.uid)
+			}
+		}
+	}
+}
+
+// stop sends SIGTERM, as the kubelet does, and expects a clean exit.
+func (p *pod) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+		if p.waitErr != nil {
+			t.Errorf("valised after SIGTERM: %v, want a clean exit", p.waitErr)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("valised did not exit within 2 minutes of SIGTERM")
+	}
+}
+
+// TestPodRunsNode runs the real valised the way the Deployment runs it,
+// two replicas at once: each as the pod's user (when the test runs as
+// root), with the pod's arguments, in its own copy of the pod's filesystem
+// where the Secrets hold one node made by `valised init` and the DSN of a
+// fresh PostgreSQL database they share, and the ConfigMap holds
+// valised.yaml (listeners on loopback). It asks each what the kubelet's
+// probes ask, creates a user through one replica's admin socket and finds
+// it through the other's with the docs' valisectl commands, checks that
+// the nodes wrote only in their emptyDir, and stops them with SIGTERM.
 func TestPodRunsNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs valised; skipped with -short")
@@ -260,141 +429,47 @@ func TestPodRunsNode(t *testing.T) {
 
 	id := identityOf(t, spec, c)
 	asRoot := os.Geteuid() == 0
-	root := worldReadableTempDir(t)
-	materialize(t, root, spec, c, id, secrets, configMaps, asRoot)
-	dir := dataDir(t, c)
-	before := snapshot(t, root)
-
-	args := slices.Clone(c.Args)
-	args[slices.Index(args, "--data")+1] = filepath.Join(root, filepath.FromSlash(dir))
-	cmd := exec.Command(bin, args...)
-	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "VALISE_") })
-	if asRoot {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
-			Uid: uint32(id.uid), Gid: uint32(id.gid), Groups: []uint32{uint32(id.fsGroup)}}}
-	} else {
+	if !asRoot {
 		t.Logf("not root: valised runs as this user, not as uid %d", id.uid)
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	if *d.Spec.Replicas < 2 {
+		t.Fatalf("replicas = %d; this test runs two", *d.Spec.Replicas)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	pods := []*pod{
+		startPod(t, bin, spec, c, id, secrets, configMaps, asRoot),
+		startPod(t, bin, spec, c, id, secrets, configMaps, asRoot),
 	}
-	// The reader keeps the logs and signals "node serving"; it owns logs
-	// and waitErr until it closes exited.
-	var (
-		logs    strings.Builder
-		waitErr error
-	)
-	exited := make(chan struct{})
-	serving := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sent := false
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			var line map[string]any
-			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == "node serving" {
-				serving <- line
-				sent = true
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		waitErr = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("valised logs:\n%s", logs.String())
-		}
-	})
-	var addrs map[string]any
-	select {
-	case addrs = <-serving:
-	case <-exited:
-		t.Fatalf("valised exited before serving: %v", waitErr)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("valised did not log \"node serving\" within 2 minutes")
+	for _, p := range pods {
+		p.probe(t, node["ca.crt"], name)
 	}
 
-	// What the kubelet asks: liveness "" and readiness valise.ready on the
-	// plaintext health listener.
-	healthAddr, _ := addrs["health"].(string)
-	var conn *grpc.ClientConn
-	readiness := readyService
-	if configKnowsKey("health") {
-		if healthAddr == "" {
-			t.Fatalf("the node serves no health listener: %v", addrs)
-		}
-		conn, err = grpc.NewClient(healthAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	} else {
-		// Before listen.health exists, the same questions go to the
-		// client listener's health service over TLS.
-		t.Log("no listen.health yet: asking the client listener's health service instead")
-		readiness = ""
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM([]byte(node["ca.crt"]))
-		clientAddr, _ := addrs["client"].(string)
-		conn, err = grpc.NewClient(clientAddr, grpc.WithTransportCredentials(credentials.NewTLS(
-			&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: name})))
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	hc := healthpb.NewHealthClient(conn)
-	if r, err := hc.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
-		t.Errorf("liveness: Check(\"\") = %v, %v; want SERVING", r, err)
-	}
-	watch, err := hc.Watch(t.Context(), &healthpb.HealthCheckRequest{Service: readiness})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		r, err := watch.Recv()
+	// docs/ops/kubernetes.md: kubectl exec ... valisectl --data /var/lib/valise.
+	ctl := func(p *pod, stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(filepath.Dir(bin), "valisectl"), append([]string{"--data", p.data}, args...)...)
+		cmd.Env = podEnv()
+		cmd.Stdin = strings.NewReader(stdin)
+		runAs(cmd, id, asRoot)
+		out, err := cmd.CombinedOutput()
 		if err != nil {
-			t.Fatalf("readiness: watching %q: %v", readiness, err)
+			t.Fatalf("valisectl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		if r.Status == healthpb.HealthCheckResponse_SERVING {
-			break
-		}
+		return string(out)
+	}
+	ctl(pods[0], "alice-password\n", "user", "create", "alice", "--password-stdin")
+	if out := ctl(pods[1], "", "user", "list"); !strings.Contains(out, "alice") {
+		t.Errorf("user list through the second replica:\n%s\nwant alice, created through the first", out)
 	}
 
-	// The node wrote only in the writable emptyDir (its lock and socket).
 	fsys := newPodFS(t, spec, c)
-	for p := range snapshot(t, root) {
-		if before[p] {
-			continue
-		}
-		rel := "/" + filepath.ToSlash(strings.TrimPrefix(p, root+string(filepath.Separator)))
-		if mf, ok := fsys.lookup(rel); !ok || !mf.writable {
-			t.Errorf("valised created %s outside the writable emptyDir", rel)
-		}
-		if fi, err := os.Lstat(p); asRoot && err == nil {
-			if st, ok := fi.Sys().(*syscall.Stat_t); ok && int64(st.Uid) != id.uid {
-				t.Errorf("%s belongs to uid %d, want the pod's user %d", rel, st.Uid, id.uid)
-			}
+	for _, p := range pods {
+		p.checkWrites(t, fsys, id, asRoot)
+		sock := filepath.Join(p.root, filepath.FromSlash(config.Path(dataDir(t, c), cfg.Listen.AdminSocket)))
+		if fi, err := os.Stat(sock); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+			t.Errorf("no admin socket at %s: %v", sock, err)
 		}
 	}
-	sock := filepath.Join(root, filepath.FromSlash(config.Path(dir, cfg.Listen.AdminSocket)))
-	if fi, err := os.Stat(sock); err != nil || fi.Mode()&fs.ModeSocket == 0 {
-		t.Errorf("no admin socket at %s: %v", sock, err)
-	}
-
-	// The kubelet's stop: SIGTERM, then a graceful exit.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("valised after SIGTERM: %v, want a clean exit", waitErr)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("valised did not exit within 2 minutes of SIGTERM")
+	for _, p := range pods {
+		p.stop(t)
 	}
 }
