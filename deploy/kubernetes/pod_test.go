@@ -98,35 +98,31 @@ func materialize(t *testing.T, root string, spec *corev1.PodSpec, c *corev1.Cont
 	for _, m := range mounts {
 		v := vols[m.Name]
 		var (
-			data   map[string]string
-			items  []corev1.KeyToPath
-			mode   int32 = 0o644 // the Kubernetes default
-			source string
+			data     map[string]string
+			items    []corev1.KeyToPath
+			mode     int32 = 0o644 // the Kubernetes default
+			defMode  *int32
+			optional *bool
+			source   string
 		)
 		switch {
 		case v.EmptyDir != nil:
 			mkdir(host(m.MountPath), 0o777)
 			continue
 		case v.Secret != nil:
-			source = "Secret " + v.Secret.SecretName
-			data, items = secrets[v.Secret.SecretName], v.Secret.Items
-			if v.Secret.DefaultMode != nil {
-				mode = *v.Secret.DefaultMode
-			}
-			if data == nil && !ptrTrue(v.Secret.Optional) {
-				t.Fatalf("the pod mounts %s, which this test does not provide", source)
-			}
+			s := v.Secret
+			source, data, items, defMode, optional = "Secret "+s.SecretName, secrets[s.SecretName], s.Items, s.DefaultMode, s.Optional
 		case v.ConfigMap != nil:
-			source = "ConfigMap " + v.ConfigMap.Name
-			data, items = configMaps[v.ConfigMap.Name], v.ConfigMap.Items
-			if v.ConfigMap.DefaultMode != nil {
-				mode = *v.ConfigMap.DefaultMode
-			}
-			if data == nil && !ptrTrue(v.ConfigMap.Optional) {
-				t.Fatalf("the pod mounts %s, which this test does not provide", source)
-			}
+			c := v.ConfigMap
+			source, data, items, defMode, optional = "ConfigMap "+c.Name, configMaps[c.Name], c.Items, c.DefaultMode, c.Optional
 		default:
 			t.Fatalf("volume %s: a kind of volume this test cannot lay out", v.Name)
+		}
+		if defMode != nil {
+			mode = *defMode
+		}
+		if data == nil && !ptrTrue(optional) {
+			t.Fatalf("the pod mounts %s, which this test does not provide", source)
 		}
 		if items == nil {
 			for k := range data {
