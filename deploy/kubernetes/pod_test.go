@@ -391,9 +391,10 @@ func (p *pod) stop(t *testing.T) {
 // where the Secrets hold one node made by `valised init` and the DSN of a
 // fresh PostgreSQL database they share, and the ConfigMap holds
 // valised.yaml (listeners on loopback). It asks each what the kubelet's
-// probes ask, creates a user through one replica's admin socket and finds
-// it through the other's with the docs' valisectl commands, checks that
-// the nodes wrote only in their emptyDir, and stops them with SIGTERM.
+// probes ask, runs the docs' valised check in one, creates a user through
+// one replica's admin socket and finds it through the other's with the
+// docs' valisectl commands, checks that the nodes wrote only in their
+// emptyDir, and stops them with SIGTERM.
 func TestPodRunsNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs valised; skipped with -short")
@@ -451,6 +452,12 @@ func TestPodRunsNode(t *testing.T) {
 			t.Fatalf("valisectl %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 		return string(out)
+	}
+	check := exec.Command(bin, "check", "--data", pods[0].data)
+	check.Env = podEnv()
+	runAs(check, id, asRoot)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("valised check --data %s: %v\n%s", pods[0].data, err, out)
 	}
 	ctl(pods[0], "alice-password\n", "user", "create", "alice", "--password-stdin")
 	if out := ctl(pods[1], "", "user", "list"); !strings.Contains(out, "alice") {
