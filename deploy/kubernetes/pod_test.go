@@ -203,6 +203,27 @@ func loopbackConfig(t *testing.T, text string) string {
 	return string(b)
 }
 
+// withPeer adds p to federation.peers of the YAML config text.
+func withPeer(t *testing.T, text string, p config.Peer) string {
+	t.Helper()
+	var doc map[string]any
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		t.Fatal(err)
+	}
+	fed, _ := doc["federation"].(map[string]any)
+	if fed == nil {
+		fed = map[string]any{}
+		doc["federation"] = fed
+	}
+	peers, _ := fed["peers"].([]any)
+	fed["peers"] = append(peers, map[string]any{"name": p.Name, "address": p.Address, "ca_bundle_file": p.CABundleFile})
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // snapshot lists every path under root.
 func snapshot(t *testing.T, root string) map[string]bool {
 	t.Helper()
@@ -393,8 +414,9 @@ func (p *pod) stop(t *testing.T) {
 // valised.yaml (listeners on loopback). It asks each what the kubelet's
 // probes ask, runs the docs' valised check in one, creates a user through
 // one replica's admin socket and finds it through the other's with the
-// docs' valisectl commands, checks that the nodes wrote only in their
-// emptyDir, and stops them with SIGTERM.
+// docs' valisectl commands, finds the peer declared in valised.yaml with
+// its CA bundle from the optional ConfigMap valise-peers, checks that the
+// nodes wrote only in their emptyDir, and stops them with SIGTERM.
 func TestPodRunsNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs valised; skipped with -short")
@@ -420,9 +442,26 @@ func TestPodRunsNode(t *testing.T) {
 		}
 		node[f] = string(b)
 	}
+	// A peer declared as configmap.yaml's comment shows, its CA bundle in
+	// the optional ConfigMap valise-peers (docs/ops/kubernetes.md).
+	const peerName = "ministry-b.example"
+	peerDir := filepath.Join(t.TempDir(), "peer")
+	if out, err := exec.Command(bin, "init", "--data", peerDir, "--name", peerName).CombinedOutput(); err != nil {
+		t.Fatalf("valised init (peer): %v\n%s", err, out)
+	}
+	peerCA, err := os.ReadFile(filepath.Join(peerDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	valisedYAML := withPeer(t, loopbackConfig(t, cm.Data[config.FileName]), config.Peer{
+		Name: peerName, Address: "valise.ministry-b.example:7444", CABundleFile: "peers/" + peerName + "-ca.pem"})
+
 	// The Secrets as docs/ops/kubernetes.md creates them.
 	secrets := map[string]map[string]string{"valise-node": node, "valise-postgres": {"dsn": dsn}}
-	configMaps := map[string]map[string]string{cm.Name: {config.FileName: loopbackConfig(t, cm.Data[config.FileName])}}
+	configMaps := map[string]map[string]string{
+		cm.Name:        {config.FileName: valisedYAML},
+		"valise-peers": {peerName + "-ca.pem": string(peerCA)},
+	}
 
 	id := identityOf(t, spec, c)
 	asRoot := os.Geteuid() == 0
@@ -462,6 +501,9 @@ func TestPodRunsNode(t *testing.T) {
 	ctl(pods[0], "alice-password\n", "user", "create", "alice", "--password-stdin")
 	if out := ctl(pods[1], "", "user", "list"); !strings.Contains(out, "alice") {
 		t.Errorf("user list through the second replica:\n%s\nwant alice, created through the first", out)
+	}
+	if out := ctl(pods[1], "", "peer", "list"); !strings.Contains(out, peerName) {
+		t.Errorf("peer list through the second replica:\n%s\nwant %s, declared in valised.yaml with its CA bundle in valise-peers", out, peerName)
 	}
 
 	fsys := newPodFS(t, spec, c)
