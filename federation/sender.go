@@ -57,6 +57,17 @@ type sender struct {
 	batch        int       // the current batch size limit
 	leaseUntil   time.Time // zero when the lease is not held
 	limitedUntil time.Time // the peer's RetryInfo asks to wait until then
+	// finishing is the answer of the last transaction being recorded
+	// (FinishOutbox) while the next one is read and sent, or nil.
+	finishing *finishing
+}
+
+// finishing is a FinishOutbox running beside the sender: the answered
+// batch's Seqs, and its error once done is closed.
+type finishing struct {
+	seqs []int64
+	done chan struct{}
+	err  error
 }
 
 func newSender(o *Outbound, dest valise.NodeName) *sender {
@@ -115,6 +126,12 @@ func (s *sender) run(ctx context.Context) {
 		}
 		s.backingOff.Store(false)
 		more, err := s.step(ctx)
+		if err == nil && !more {
+			err = s.finished(ctx)
+		}
+		if err != nil {
+			s.finished(ctx) // a failed step may leave a finish running
+		}
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, errLostLease):
@@ -225,12 +242,18 @@ func (s *sender) step(ctx context.Context) (bool, error) {
 	case err != nil:
 		return false, fmt.Errorf("get peer: %w", err)
 	}
-	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.batch, s.o.cfg.BatchBytes)
+	// While the last answer is being recorded, the next batch is what
+	// follows it: the same as what a read after the recording returns.
+	var skip []int64
+	if s.finishing != nil {
+		skip = s.finishing.seqs
+	}
+	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.batch, s.o.cfg.BatchBytes, skip)
 	if err != nil {
 		return false, fmt.Errorf("read outbox: %w", err)
 	}
 	if len(envs) == 0 {
-		return false, nil
+		return false, s.finished(ctx)
 	}
 	// Expired envelopes are given up first, also while the peer is
 	// blocked: the time to live holds whatever the peer's state.
@@ -238,6 +261,12 @@ func (s *sender) step(ctx context.Context) (bool, error) {
 	for _, e := range envs {
 		if !e.ExpireTime.After(now) {
 			expired = append(expired, storage.OutboxOutcome{Seq: e.Seq, DeadLetter: valise.FailureExpired})
+		}
+	}
+	if len(expired) > 0 || peer.Blocked {
+		// Off the fast path: the answer in flight is recorded first.
+		if err := s.finished(ctx); err != nil {
+			return false, err
 		}
 	}
 	if len(expired) > 0 {
@@ -255,7 +284,10 @@ func (s *sender) step(ctx context.Context) (bool, error) {
 
 // deadLetterQueue gives up one batch of the queue for reason.
 func (s *sender) deadLetterQueue(ctx context.Context, reason valise.FailureReason) (bool, error) {
-	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.o.cfg.BatchEnvelopes, s.o.cfg.BatchBytes)
+	if err := s.finished(ctx); err != nil {
+		return false, err
+	}
+	envs, err := s.o.cfg.Store.ReadOutbox(ctx, s.dest, s.o.cfg.BatchEnvelopes, s.o.cfg.BatchBytes, nil)
 	if err != nil || len(envs) == 0 {
 		return false, err
 	}
@@ -311,6 +343,9 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 	}
 	c, err := s.o.pool.get(s.dest)
 	if err != nil {
+		if err := s.finished(ctx); err != nil {
+			return err
+		}
 		s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeFailed).Inc()
 		return s.failed(ctx, "peer is not trusted by this node (check its CA bundle)")
 	}
@@ -324,6 +359,11 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 	c.ready(rctx, connectWait)
 	resp, err := c.client.DeliverTransaction(rctx, req)
 	cancel()
+	// The previous answer is recorded before this one is applied: at most
+	// one FinishOutbox runs beside the sender.
+	if ferr := s.finished(ctx); ferr != nil {
+		return ferr
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -357,13 +397,43 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 		progress = progress || result != resultRetry
 		s.o.metrics.envelopes.WithLabelValues(string(s.dest), result).Inc()
 	}
-	if err := s.finish(ctx, outcomes); err != nil {
-		return err
-	}
 	if !progress {
+		if err := s.finish(ctx, outcomes); err != nil {
+			return err
+		}
 		return s.failed(ctx, "peer answered every envelope as retryable")
 	}
+	// Record the answer while the next batch is read and sent: the next
+	// transaction's round trip hides this durable write. The peer has
+	// committed these envelopes, so if the recording is lost (a crash)
+	// they are sent again and answered DUPLICATE.
+	s.finishAsync(ctx, envs, outcomes)
 	return s.succeeded(ctx)
+}
+
+// finishAsync starts recording outcomes of envs beside the sender.
+func (s *sender) finishAsync(ctx context.Context, envs []storage.OutboxEnvelope, outcomes []storage.OutboxOutcome) {
+	f := &finishing{seqs: make([]int64, len(envs)), done: make(chan struct{})}
+	for i, e := range envs {
+		f.seqs[i] = e.Seq
+	}
+	s.finishing = f
+	go func() {
+		defer close(f.done)
+		f.err = s.finish(ctx, outcomes)
+	}()
+}
+
+// finished waits for the recording started by finishAsync, if any, and
+// returns its error.
+func (s *sender) finished(ctx context.Context) error {
+	f := s.finishing
+	if f == nil {
+		return nil
+	}
+	s.finishing = nil
+	<-f.done
+	return f.err
 }
 
 // callFailed handles a DeliverTransaction that got no answer.
@@ -500,6 +570,7 @@ func (s *sender) release(ctx context.Context) {
 
 // stop releases what a stopping sender holds.
 func (s *sender) stop(ctx context.Context) {
+	s.finished(ctx)
 	s.flush(ctx)
 	s.release(ctx)
 }

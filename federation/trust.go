@@ -35,6 +35,8 @@ type trusted struct {
 	// bundle fingerprints the CA bundle, so that a dialer can tell when
 	// the trust it built a connection with has changed.
 	bundle [sha256.Size]byte
+	// cas are the bundle's certificates, for the expiry metric.
+	cas []*x509.Certificate
 }
 
 // snapshot is an immutable view of the peer list; Reload replaces it whole.
@@ -83,13 +85,13 @@ func (t *Trust) Reload(ctx context.Context) error {
 				t.log.Warn("federation: ignoring peer with an unusable name", "peer", p.Name)
 				continue
 			}
-			pool, err := parseBundle(p.CABundle)
+			cas, pool, err := parseBundle(p.CABundle)
 			if err != nil {
 				t.log.Warn("federation: peer CA bundle does not parse; treating the peer as absent",
 					"peer", p.Name, "reason", err.Error())
 				continue
 			}
-			next[p.Name] = trusted{pool: pool, blocked: p.Blocked, address: p.Address, bundle: sha256.Sum256(p.CABundle)}
+			next[p.Name] = trusted{pool: pool, blocked: p.Blocked, address: p.Address, bundle: sha256.Sum256(p.CABundle), cas: cas}
 		}
 		if len(page) < pageSize {
 			break
@@ -101,16 +103,27 @@ func (t *Trust) Reload(ctx context.Context) error {
 
 // parseBundle turns a peer's CA bundle (checked strictly by
 // valise.ParseCABundle, as when the admin added it) into a pool.
-func parseBundle(b []byte) (*x509.CertPool, error) {
+func parseBundle(b []byte) ([]*x509.Certificate, *x509.CertPool, error) {
 	certs, err := valise.ParseCABundle(b)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pool := x509.NewCertPool()
 	for _, c := range certs {
 		pool.AddCert(c)
 	}
-	return pool, nil
+	return certs, pool, nil
+}
+
+// PeerCAs calls f with every certificate of every listed peer's CA bundle
+// (blocked peers included: their bundles are still held), as of the last
+// successful Reload. f must not retain the certificates' mutable fields.
+func (t *Trust) PeerCAs(f func(peer valise.NodeName, ca *x509.Certificate)) {
+	for name, p := range *t.snap.Load() {
+		for _, c := range p.cas {
+			f(name, c)
+		}
+	}
 }
 
 // lookup returns the pool of name if it is a listed, unblocked peer.

@@ -12,9 +12,10 @@ import (
 // and wakes or ends the streams of this process that it concerns. It
 // returns at once for a store of one process.
 //
-// The wake-ups of this process's own commits come straight from the
-// writer (Node.committed), without the round trip; hearing them again from
-// the store is harmless, since a woken stream re-reads from its cursor.
+// This process's own commits reach its streams straight from the writer
+// (Node.committed) and from the federation (Node.Delivered), without the
+// round trip; the store marks the events of its own CommitBatch Local,
+// and they are skipped, so the streams keep delivering from memory.
 func (n *Node) runEvents(ctx context.Context) {
 	events, ok := n.store.(storage.Events)
 	if !ok {
@@ -36,7 +37,9 @@ func (n *Node) runEvents(ctx context.Context) {
 	err := events.ListenEvents(ctx, func(e storage.Event) {
 		switch e.Kind {
 		case storage.EventInbox:
-			n.hub.notify(e.User, e.Device)
+			if !e.Local {
+				n.hub.notify(e.User, e.Device)
+			}
 		case storage.EventRevoke:
 			n.hub.revoke(e.User, e.Device)
 		case storage.EventResync:

@@ -30,7 +30,9 @@ func (n *Node) Send(ctx context.Context, c Caller, idempotencyKey string, envs [
 	if len(envs) > n.cfg.MaxRecipients {
 		return nil, valise.Errorf(valise.KindInvalid, "at most %d envelopes per send, got %d", n.cfg.MaxRecipients, len(envs))
 	}
-	now := n.now().UTC()
+	// Stored times have microsecond precision; envelopes pushed to open
+	// streams from memory carry the same time as when read back.
+	now := n.now().UTC().Truncate(time.Microsecond)
 	op := &storage.SendOp{
 		Sender:         n.userID(c.User),
 		SenderDevice:   c.Device,
@@ -106,24 +108,46 @@ func (n *Node) StreamInbox(ctx context.Context, c Caller, after uint64, deliver 
 		case <-sub.wake:
 		default:
 		}
+		// Envelopes pushed since subscribing are either in the page read
+		// below or newer; take discards those the read covered.
+		sub.take(after)
 		page, err := n.store.ReadInbox(ctx, c.User, c.Device, after, inboxPage)
 		if err != nil {
 			return fmt.Errorf("stream inbox: %w", err)
 		}
-		for _, e := range page {
-			if err := deliver(e); err != nil {
-				return err
-			}
-			after = e.Cursor
+		if err := n.deliverAll(page, &after, deliver); err != nil {
+			return err
 		}
-		n.metrics.envelopesDeliver.Add(float64(len(page)))
 		if len(page) == inboxPage {
 			continue
 		}
-		if err := n.waitStream(ctx, sub); err != nil {
-			return err
+		// Caught up: from now on, deliver what commits push, straight
+		// from memory, until a push is missing (see subscription.take).
+		for {
+			if err := n.waitStream(ctx, sub); err != nil {
+				return err
+			}
+			pushed, ok := sub.take(after)
+			if !ok {
+				break
+			}
+			if err := n.deliverAll(pushed, &after, deliver); err != nil {
+				return err
+			}
 		}
 	}
+}
+
+// deliverAll delivers envs in order, advancing *after past each one.
+func (n *Node) deliverAll(envs []valise.Envelope, after *uint64, deliver func(valise.Envelope) error) error {
+	for _, e := range envs {
+		if err := deliver(e); err != nil {
+			return err
+		}
+		*after = e.Cursor
+	}
+	n.metrics.envelopesDeliver.Add(float64(len(envs)))
+	return nil
 }
 
 // streamEnd returns why a stream must end now, if it must: the device was

@@ -23,6 +23,7 @@ type memInbox struct {
 	deleted bool
 	gate    chan struct{}
 	entered chan struct{}
+	reads   int // ReadInbox calls
 }
 
 func (m *memInbox) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.BatchResult, error) {
@@ -36,7 +37,8 @@ func (m *memInbox) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.
 	for i, op := range b.Sends {
 		for _, e := range op.Envelopes {
 			m.next++
-			m.envs = append(m.envs, valise.Envelope{ID: e.ID, Cursor: m.next, Ciphertext: e.Ciphertext})
+			m.envs = append(m.envs, valise.Envelope{ID: e.ID, Cursor: m.next, Sender: op.Sender, SenderDevice: op.SenderDevice,
+				Recipient: valise.UserID{Localpart: e.Recipient}, RecipientDevice: e.RecipientDevice, ServerTime: op.ServerTime, Ciphertext: e.Ciphertext})
 			res.Sends[i].IDs = append(res.Sends[i].IDs, e.ID)
 			res.Sends[i].Deliveries = append(res.Sends[i].Deliveries, storage.Delivery{User: e.Recipient, Device: e.RecipientDevice, Cursor: m.next})
 		}
@@ -47,6 +49,7 @@ func (m *memInbox) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.
 func (m *memInbox) ReadInbox(_ context.Context, _ string, _ valise.DeviceID, after uint64, limit int) ([]valise.Envelope, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads++
 	var out []valise.Envelope
 	for _, e := range m.envs {
 		if e.Cursor > after && len(out) < limit {
@@ -70,6 +73,9 @@ func (m *memInbox) InboxDepth(context.Context) (int64, error) { return 0, nil }
 func (m *memInbox) PruneIdempotency(context.Context, time.Time) (int64, error) { return 0, nil }
 
 func (m *memInbox) PruneFederation(context.Context, time.Time) (int64, error) { return 0, nil }
+
+// Ping answers: the in-memory database is always up.
+func (s *memInbox) Ping(context.Context) error { return nil }
 
 func newTestNode(t *testing.T, store storage.Store) *Node {
 	t.Helper()

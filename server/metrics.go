@@ -15,6 +15,9 @@ type Metrics struct {
 	envelopesDeliver  prometheus.Counter
 	commitSeconds     prometheus.Histogram
 	commitEnvelopes   prometheus.Histogram
+	commitFailures    prometheus.Counter
+	pingSeconds       prometheus.Histogram
+	storageUp         prometheus.Gauge
 	reg               prometheus.Registerer
 }
 
@@ -44,20 +47,44 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Envelopes per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
+		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "valise_storage_commit_failures_total",
+			Help: "Group commits that failed (database down, disk full, ...); their senders got an error, nothing was acknowledged.",
+		}),
+		pingSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "valise_storage_ping_seconds",
+			Help:    "Duration of the database ping made every 10 s (answered pings only).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		storageUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "valise_storage_up",
+			Help: "1 if the last database ping (every 10 s, 5 s timeout) was answered, else 0.",
+		}),
 		reg: reg,
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.envelopesAccepted, m.envelopesDeliver, m.commitSeconds, m.commitEnvelopes)
+		reg.MustRegister(m.requests, m.envelopesAccepted, m.envelopesDeliver, m.commitSeconds, m.commitEnvelopes,
+			m.commitFailures, m.pingSeconds, m.storageUp)
 	}
 	return m
 }
 
 func (m *Metrics) observeCommit(_, envelopes int, d time.Duration, err error) {
 	if err != nil {
+		m.commitFailures.Inc()
 		return
 	}
 	m.commitSeconds.Observe(d.Seconds())
 	m.commitEnvelopes.Observe(float64(envelopes))
+}
+
+func (m *Metrics) observePing(d time.Duration, err error) {
+	if err != nil {
+		m.storageUp.Set(0)
+		return
+	}
+	m.storageUp.Set(1)
+	m.pingSeconds.Observe(d.Seconds())
 }
 
 func (m *Metrics) setStreams(f func() int) {

@@ -109,21 +109,58 @@ func withDefaults(c Config) Config {
 	return c
 }
 
-// committed wakes the streams of every device a commit wrote to and the
-// senders of every destination it queued for. The writer calls it, not
-// Send, so a sender whose context ended while its send was committing
-// does not leave the recipients' streams asleep.
-func (n *Node) committed(sends []storage.SendResult) {
+// committed pushes the envelopes of a commit to the open streams of the
+// devices they were written to, and wakes the senders of every
+// destination it queued for. The writer calls it, not Send, so a sender
+// whose context ended while its send was committing does not leave the
+// recipients' streams asleep.
+func (n *Node) committed(b *storage.Batch, res *storage.BatchResult) {
 	var dests []valise.NodeName
-	for _, r := range sends {
+	for i, r := range res.Sends {
 		if r.Err != nil {
 			continue
 		}
-		n.Delivered(r.Deliveries)
+		n.metrics.envelopesAccepted.Add(float64(len(r.Deliveries)))
+		n.pushSend(&b.Sends[i], r.Deliveries)
 		dests = append(dests, r.Outbound...)
 	}
 	if len(dests) > 0 && n.cfg.Remote != nil {
 		n.cfg.Remote.Queued(dests)
+	}
+}
+
+// pushSend pushes a committed send's local envelopes to the streams of
+// their devices. ds are the send's deliveries: one per local envelope, in
+// the op's order (the storage.SendResult contract).
+func (n *Node) pushSend(op *storage.SendOp, ds []storage.Delivery) {
+	if op.ServerTime.IsZero() {
+		n.ring(ds) // the store chose the time: read it back from storage
+		return
+	}
+	j := 0
+	for _, e := range op.Envelopes {
+		if e.RecipientNode != "" {
+			continue
+		}
+		if j == len(ds) {
+			break
+		}
+		d := ds[j]
+		j++
+		if d.User != e.Recipient || d.Device != e.RecipientDevice {
+			n.ring(ds[j-1:]) // not the contract's pairing: let storage say
+			return
+		}
+		n.hub.push(valise.Envelope{
+			ID:              e.ID,
+			Cursor:          d.Cursor,
+			Sender:          op.Sender,
+			SenderDevice:    op.SenderDevice,
+			Recipient:       valise.UserID{Localpart: d.User},
+			RecipientDevice: d.Device,
+			ServerTime:      op.ServerTime,
+			Ciphertext:      e.Ciphertext,
+		})
 	}
 }
 
@@ -132,6 +169,11 @@ func (n *Node) committed(sends []storage.SendResult) {
 // delivery-failure notices; it does not block.
 func (n *Node) Delivered(ds []storage.Delivery) {
 	n.metrics.envelopesAccepted.Add(float64(len(ds)))
+	n.ring(ds)
+}
+
+// ring wakes the streams of the devices ds wrote to, which read storage.
+func (n *Node) ring(ds []storage.Delivery) {
 	for _, d := range ds {
 		n.hub.notify(d.User, d.Device)
 	}
@@ -148,10 +190,13 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer close(pruned); n.runPruner(ctx, pruneInterval) }()
 	listened := make(chan struct{})
 	go func() { defer close(listened); n.runEvents(ctx) }()
+	pinged := make(chan struct{})
+	go func() { defer close(pinged); n.runPinger(ctx, pingInterval) }()
 	err := n.writer.Run(ctx)
 	cancel()
 	<-pruned
 	<-listened
+	<-pinged
 	return err
 }
 

@@ -24,6 +24,9 @@ type pruneStore struct {
 	err      error
 }
 
+// Ping answers: the fake database is always up.
+func (s *pruneStore) Ping(context.Context) error { return nil }
+
 func (p *pruneStore) PruneFederation(_ context.Context, before time.Time) (int64, error) {
 	if p.fedCalls != nil {
 		p.fedCalls <- before

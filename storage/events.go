@@ -61,4 +61,7 @@ type Event struct {
 	Kind   EventKind
 	User   string // localpart
 	Device valise.DeviceID
+	// Local marks an EventInbox written by CommitBatch of the very store
+	// that listens: the process that committed it knows already.
+	Local bool
 }

@@ -26,10 +26,12 @@ type Federation interface {
 	AcquireOutboxLease(ctx context.Context, dest valise.NodeName, owner string, now, until time.Time) (bool, error)
 	// ReleaseOutboxLease gives up owner's lease on dest, if owner holds it.
 	ReleaseOutboxLease(ctx context.Context, dest valise.NodeName, owner string) error
-	// ReadOutbox returns dest's oldest queued envelopes in Seq order: at
+	// ReadOutbox returns dest's oldest queued envelopes in Seq order,
+	// leaving out those whose Seq is in skip (a batch still in flight): at
 	// most limit envelopes and, after the first, at most maxBytes of
-	// ciphertext in all (the first is returned whatever its size).
-	ReadOutbox(ctx context.Context, dest valise.NodeName, limit, maxBytes int) ([]OutboxEnvelope, error)
+	// ciphertext in all (the first is returned whatever its size). skip
+	// holds at most a batch's worth of Seqs; ReadOutbox does not keep it.
+	ReadOutbox(ctx context.Context, dest valise.NodeName, limit, maxBytes int, skip []int64) ([]OutboxEnvelope, error)
 	// FinishOutbox applies outcomes to dest's queued envelopes in one
 	// transaction, if owner still holds dest's lease at now (otherwise it
 	// writes nothing and returns ErrPrecondition). A delivered envelope is

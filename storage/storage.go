@@ -188,8 +188,9 @@ type SendResult struct {
 	// Replayed is true when the idempotency key had been used: nothing new
 	// was stored.
 	Replayed bool
-	// Deliveries lists the inbox rows written (none for a replay); local
-	// recipients only.
+	// Deliveries lists the inbox rows written (none for a replay): one per
+	// envelope of this node's users (empty RecipientNode), in the op's
+	// order.
 	Deliveries []Delivery
 	// Outbound lists, once each, the destinations whose outbox this send
 	// wrote to (none for a replay).

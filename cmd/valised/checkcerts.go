@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valise-im/valise/internal/config"
+	"github.com/valise-im/valise/internal/pki"
 	"github.com/valise-im/valise/server"
 )
 
@@ -220,32 +221,7 @@ func checkValidity(f *findings, path, what string, c *x509.Certificate, now time
 
 // readCerts parses every CERTIFICATE block of a PEM file; it fails if
 // there is none or one does not parse.
-func readCerts(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", path, len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return certs, nil
-}
+func readCerts(path string) ([]*x509.Certificate, error) { return pki.LoadCerts(path) }
 
 // parsePrivateKey checks that b holds a PEM private key in one of the
 // encodings crypto/tls accepts.

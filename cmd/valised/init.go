@@ -36,6 +36,7 @@ type initParams struct {
 	Client     string
 	Federation string
 	Metrics    string
+	Health     string
 	PostgresDN string
 	// ExtraIPs and ExtraNames are added to the node certificate's SANs.
 	ExtraIPs   []net.IP
@@ -50,6 +51,7 @@ type initResult struct {
 	ClientAddr     string `json:"client_addr"`
 	FederationAddr string `json:"federation_addr"`
 	MetricsAddr    string `json:"metrics_addr"`
+	HealthAddr     string `json:"health_addr"`
 	CAFile         string `json:"ca_file"`
 	AdminSocket    string `json:"admin_socket"`
 	AdminCert      string `json:"admin_cert"`
@@ -68,6 +70,7 @@ func cmdInit(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&p.Client, "client-addr", d.Listen.Client, "ClientService listen address")
 	fs.StringVar(&p.Federation, "federation-addr", d.Listen.Federation, "federation listen address (mutual TLS with peers)")
 	fs.StringVar(&p.Metrics, "metrics-addr", d.Listen.Metrics, "Prometheus metrics listen address; empty turns it off")
+	fs.StringVar(&p.Health, "health-addr", d.Listen.Health, "plaintext gRPC health listen address for probes; empty (the default) turns it off")
 	fs.StringVar(&p.PostgresDN, "postgres", "", "use PostgreSQL with this DSN (stored in postgres.dsn, mode 0600) instead of SQLite")
 	fs.BoolVar(&asJSON, "json", false, "print the result as one JSON object")
 	if err := fs.Parse(args); err != nil {
@@ -111,7 +114,7 @@ func initNode(p initParams) (initResult, error) {
 	if p.PostgresDN != "" {
 		driver, dsnRef = "postgres", "postgres.dsn"
 	}
-	cfgText, err := config.Render(config.FileParams{Name: p.Name, Client: p.Client, Federation: p.Federation, Metrics: quoteEmpty(p.Metrics), Driver: driver, PostgresDSNRef: dsnRef})
+	cfgText, err := config.Render(config.FileParams{Name: p.Name, Client: p.Client, Federation: p.Federation, Metrics: quoteEmpty(p.Metrics), Health: p.Health, Driver: driver, PostgresDSNRef: dsnRef})
 	if err != nil {
 		return initResult{}, err
 	}
@@ -220,6 +223,7 @@ func initNode(p initParams) (initResult, error) {
 		ClientAddr:     p.Client,
 		FederationAddr: p.Federation,
 		MetricsAddr:    p.Metrics,
+		HealthAddr:     p.Health,
 		CAFile:         filepath.Join(dir, "ca.crt"),
 		AdminSocket:    filepath.Join(dir, cfg.Listen.AdminSocket),
 		AdminCert:      filepath.Join(dir, "admin.crt"),

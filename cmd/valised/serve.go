@@ -106,7 +106,7 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 
 // ready tells who started serve where its listeners are.
 type ready struct {
-	Client, Federation, Metrics, AdminSocket, AdminRemote string
+	Client, Federation, Metrics, AdminSocket, AdminRemote, Health string
 }
 
 // serve runs a node until ctx ends, then stops gracefully within
@@ -154,6 +154,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	if err := trust.Reload(ctx); err != nil {
 		return fmt.Errorf("federation: load peers: %w", err)
 	}
+	registerCertExpiry(reg, dir, cfg, name, certs, trust)
 	// The node and the federation call each other: the node queues for
 	// the senders and looks up remote keys through outbound; the senders
 	// and the federation service wake the node's inbox streams.
@@ -280,6 +281,19 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		listeners = append(listeners, lis)
 		r.AdminRemote = lis.Addr().String()
 	}
+	// The plaintext health listener: liveness ("") and readiness
+	// (readyService) for container and Kubernetes probes.
+	healthStatus := newHealthStatus()
+	if cfg.Listen.Health != "" {
+		lis, err := net.Listen("tcp", cfg.Listen.Health)
+		if err != nil {
+			return fmt.Errorf("listen.health: %w", err)
+		}
+		opened = append(opened, lis)
+		servers = append(servers, newHealthServer(scfg.GRPC, healthStatus))
+		listeners = append(listeners, lis)
+		r.Health = lis.Addr().String()
+	}
 	var metricsSrv *http.Server
 	var metricsLis net.Listener
 	if cfg.Listen.Metrics != "" {
@@ -331,6 +345,10 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 			}
 		}
 	})
+	g.Go(func() error {
+		watchReadiness(gctx, healthStatus, store.Ping, readyInterval, readyTimeout, log.With("component", "health"))
+		return nil
+	})
 	if metricsSrv != nil {
 		g.Go(func() error {
 			if err := metricsSrv.Serve(metricsLis); !errors.Is(err, http.ErrServerClosed) {
@@ -340,7 +358,8 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		})
 	}
 	log.InfoContext(ctx, "node serving", "node", string(name), "client", r.Client, "federation", r.Federation, "metrics", r.Metrics,
-		"admin_socket", r.AdminSocket, "admin_remote", r.AdminRemote, "storage", cfg.Storage.Driver)
+		"admin_socket", r.AdminSocket, "admin_remote", r.AdminRemote, "health", r.Health, "storage", cfg.Storage.Driver)
+	healthStatus.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if onReady != nil {
 		onReady(r)
 	}
@@ -348,6 +367,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		<-gctx.Done()
 		log.InfoContext(ctx, "shutting down", "timeout", cfg.ShutdownTimeout.D().String())
 		client.Health.Shutdown()
+		healthStatus.Shutdown()
 		node.StopStreams()
 		stopAll(servers, cfg.ShutdownTimeout.D())
 		if metricsSrv != nil {

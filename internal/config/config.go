@@ -78,6 +78,9 @@ type Listen struct {
 	// AdminRemote, if set, serves the AdminService over mTLS to admin
 	// certificates issued by the node's CA.
 	AdminRemote string `yaml:"admin_remote"`
+	// Health, if set, serves only grpc.health.v1.Health in plaintext, for
+	// container and Kubernetes probes; "" turns it off.
+	Health string `yaml:"health"`
 }
 
 // TLS names the certificate files.
@@ -253,6 +256,9 @@ func (c *Config) applyEnv(getenv func(string) string) {
 	}
 	if v := getenv("VALISE_METRICS_ADDR"); v != "" {
 		c.Listen.Metrics = v
+	}
+	if v := getenv("VALISE_HEALTH_ADDR"); v != "" {
+		c.Listen.Health = v
 	}
 }
 

@@ -116,3 +116,30 @@ func TestDurationsAreStrings(t *testing.T) {
 		t.Errorf("3s: %v %v", err, c.GRPC.UnaryTimeout)
 	}
 }
+
+// TestHealthAddr checks listen.health: off by default, set by
+// VALISE_HEALTH_ADDR, and validated as HOST:PORT.
+func TestHealthAddr(t *testing.T) {
+	c := Default()
+	if c.Listen.Health != "" {
+		t.Errorf("default listen.health = %q, want off", c.Listen.Health)
+	}
+	c.applyEnv(func(k string) string {
+		if k == "VALISE_HEALTH_ADDR" {
+			return "0.0.0.0:7445"
+		}
+		return ""
+	})
+	if c.Listen.Health != "0.0.0.0:7445" {
+		t.Errorf("listen.health after VALISE_HEALTH_ADDR = %q, want 0.0.0.0:7445", c.Listen.Health)
+	}
+	c.Node.Name = "ok.example"
+	if err := c.Validate(t.TempDir(), false); err != nil {
+		t.Errorf("a valid health address: %v", err)
+	}
+	c.Listen.Health = "7445"
+	err := c.Validate(t.TempDir(), false)
+	if err == nil || !strings.Contains(err.Error(), "listen.health:") {
+		t.Errorf("listen.health 7445: %v, want a listen.health problem", err)
+	}
+}

@@ -12,6 +12,7 @@ type FileParams struct {
 	Client         string
 	Federation     string
 	Metrics        string
+	Health         string
 	Driver         string
 	PostgresDSNRef string
 }
@@ -53,6 +54,11 @@ listen:
   # If set (HOST:PORT), the AdminService is also served over mutual TLS to
   # admin certificates issued by this node's CA (see admin.crt).
   admin_remote: ""
+  # Plaintext gRPC health listener for container and Kubernetes probes
+  # (HOST:PORT; "" turns it off). It serves only grpc.health.v1.Health:
+  # service "" is SERVING while the node serves, "valise.ready" only while
+  # the database answers. Env: VALISE_HEALTH_ADDR.
+  health: "{{.Health}}"
 
 tls:
   # The organization's CA certificate: clients and peers trust it, and it

@@ -42,6 +42,7 @@ func (c Config) Validate(dir string, files bool) error {
 	checkAddr("listen.federation", c.Listen.Federation, true)
 	checkAddr("listen.metrics", c.Listen.Metrics, true)
 	checkAddr("listen.admin_remote", c.Listen.AdminRemote, true)
+	checkAddr("listen.health", c.Listen.Health, true)
 	if c.Listen.AdminSocket == "" {
 		add("listen.admin_socket", "is required")
 	} else if s := Path(dir, c.Listen.AdminSocket); len(s) > 100 {

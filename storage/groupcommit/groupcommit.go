@@ -35,11 +35,13 @@ type Config struct {
 	// duration (for metrics).
 	Observe func(ops, envelopes int, d time.Duration, err error)
 	// Committed, if set, is called by the writer after each successful
-	// commit with the result of every send in it, before any caller is
-	// answered. It runs whether or not the callers still wait, so work
-	// that must follow a commit (waking inbox streams) is not lost when a
-	// caller's context ends mid-commit. It must not block.
-	Committed func(sends []storage.SendResult)
+	// commit with the batch and its result (b.Sends[i] produced
+	// res.Sends[i]), before any caller is answered. It runs whether or not
+	// the callers still wait, so work that must follow a commit (pushing
+	// the envelopes to inbox streams) is not lost when a caller's context
+	// ends mid-commit. It must not block, and must not modify or keep b's
+	// slices beyond the envelopes' ciphertexts, which it may hold.
+	Committed func(b *storage.Batch, res *storage.BatchResult)
 }
 
 // Writer is the group-commit writer. Create it with New, start Run, then
@@ -203,7 +205,7 @@ func (w *Writer) commit(ctx context.Context, batch []*request, envelopes int) {
 	if err != nil {
 		w.log.ErrorContext(ctx, "group commit failed", "ops", len(batch), "envelopes", envelopes, "err", err)
 	} else if w.cfg.Committed != nil && len(res.Sends) > 0 {
-		w.cfg.Committed(res.Sends)
+		w.cfg.Committed(b, res)
 	}
 	si, ai := 0, 0
 	for _, r := range batch {

@@ -199,8 +199,11 @@ func TestCallerContext(t *testing.T) {
 func TestCommittedRunsWhenCallerLeft(t *testing.T) {
 	f := newFake()
 	seen := make(chan string, 1)
-	w := start(t, f, Config{Committed: func(sends []storage.SendResult) {
-		for _, s := range sends {
+	w := start(t, f, Config{Committed: func(b *storage.Batch, res *storage.BatchResult) {
+		for i, s := range res.Sends {
+			if b.Sends[i].IdempotencyKey != "left" {
+				t.Errorf("Committed paired result %d with send %q", i, b.Sends[i].IdempotencyKey)
+			}
 			seen <- string(s.IDs[0])
 		}
 	}})

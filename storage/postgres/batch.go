@@ -93,7 +93,7 @@ const (
 			$5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::bytea[])`
 )
 
-func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time) (*storage.BatchResult, error) {
+func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time, origin string) (*storage.BatchResult, error) {
 	res := &storage.BatchResult{
 		Sends: make([]storage.SendResult, len(b.Sends)),
 		Acks:  make([]int, len(b.Acks)),
@@ -184,7 +184,7 @@ func commitBatch(ctx context.Context, tx pgx.Tx, b *storage.Batch, now time.Time
 		return nil, err
 	}
 
-	w, err := decideSends(b, res, &st, first, now)
+	w, err := decideSends(b, res, &st, first, now, origin)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +226,7 @@ type writes struct {
 // decideSends fills in res.Sends from what the first round trip learnt:
 // replays, refusals and, for the sends that go through, their cursors. It
 // returns the statements that store them.
-func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, first map[idemKey]int, now time.Time) (writes, error) {
+func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, first map[idemKey]int, now time.Time, origin string) (writes, error) {
 	w := writes{q: &pgx.Batch{}, owner: make(map[idemKey]int, len(first))}
 	next := make(map[devKey]int64, len(st.next))
 	var rows inboxRows
@@ -284,7 +284,7 @@ func decideSends(b *storage.Batch, res *storage.BatchResult, st *batchState, fir
 		var ns []int64
 		for dk, n := range next {
 			us, ds, ns = append(us, dk.user), append(ds, string(dk.device)), append(ns, n)
-			events = append(events, inboxPayload(dk.user, dk.device))
+			events = append(events, sentPayload(dk.user, dk.device, origin))
 		}
 		w.q.Queue(advanceCursors, us, ds, ns)
 		w.q.Queue(insertInbox, rows.users, rows.devices, rows.seqs, rows.ids,

@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -16,10 +18,12 @@ import (
 // them call pg_notify inside their own transaction: PostgreSQL delivers a
 // notification only if that transaction commits, after it committed, and
 // sends a payload repeated within one transaction once. A payload is
-// "i <user> <device>" (the device's inbox grew), "r <user> <device>" (the
-// device was revoked) or "r <user> -" (every device of the user was), at
-// most about 90 bytes: localparts are at most 64 bytes and device ids 18,
-// far below NOTIFY's 8000-byte limit.
+// "i <user> <device>" (the device's inbox grew), "i <user> <device>
+// <origin>" (the same, by the CommitBatch of the Store whose origin that
+// is), "r <user> <device>" (the device was revoked) or "r <user> -" (every
+// device of the user was), at most about 105 bytes: localparts are at
+// most 64 bytes, device ids 18 and origins 12, far below NOTIFY's
+// 8000-byte limit.
 const (
 	// eventChannel is the channel every Store of a database notifies and
 	// listens on.
@@ -49,6 +53,32 @@ func inboxPayload(user string, device valise.DeviceID) string {
 	return "i " + user + " " + string(device)
 }
 
+// sentPayload is inboxPayload for a CommitBatch of the Store of origin.
+func sentPayload(user string, device valise.DeviceID, origin string) string {
+	return inboxPayload(user, device) + " " + origin
+}
+
+// originLen is the length of an origin: 6 random bytes in hex.
+const originLen = 12
+
+func newOrigin() string {
+	var b [originLen / 2]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func validOrigin(s string) bool {
+	if len(s) != originLen {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func revokePayload(user string, device valise.DeviceID) string {
 	if device == "" {
 		return "r " + user + " " + allDevices
@@ -57,11 +87,15 @@ func revokePayload(user string, device valise.DeviceID) string {
 }
 
 // parseEvent parses a payload strictly: ok is false for anything that
-// does not name a well-formed localpart and device id.
-func parseEvent(payload string) (e storage.Event, ok bool) {
+// does not name a well-formed localpart and device id (and origin, if
+// any). origin is the event's origin, or "".
+func parseEvent(payload string) (e storage.Event, origin string, ok bool) {
 	f := strings.Split(payload, " ")
+	if len(f) == 4 && f[0] == "i" && validOrigin(f[3]) {
+		origin, f = f[3], f[:3]
+	}
 	if len(f) != 3 || valise.ValidateLocalpart(f[1]) != nil {
-		return storage.Event{}, false
+		return storage.Event{}, "", false
 	}
 	switch f[0] {
 	case "i":
@@ -69,17 +103,17 @@ func parseEvent(payload string) (e storage.Event, ok bool) {
 	case "r":
 		e.Kind = storage.EventRevoke
 		if f[2] == allDevices {
-			return storage.Event{Kind: e.Kind, User: f[1]}, true
+			return storage.Event{Kind: e.Kind, User: f[1]}, "", true
 		}
 	default:
-		return storage.Event{}, false
+		return storage.Event{}, "", false
 	}
 	d, err := valise.ParseDeviceID(f[2])
 	if err != nil {
-		return storage.Event{}, false
+		return storage.Event{}, "", false
 	}
 	e.User, e.Device = f[1], d
-	return e, true
+	return e, origin, true
 }
 
 // ListenEvents calls f for each event that a Store on the same database,
@@ -149,7 +183,8 @@ func (s *Store) listen(ctx context.Context, f func(storage.Event)) (listening bo
 		if n.Channel != eventChannel {
 			continue
 		}
-		if e, ok := parseEvent(n.Payload); ok {
+		if e, origin, ok := parseEvent(n.Payload); ok {
+			e.Local = origin == s.origin
 			f(e)
 		} else {
 			s.log.WarnContext(ctx, "ignoring a malformed event", "payload", truncate(n.Payload, 100))

@@ -24,8 +24,8 @@ func TestParseEvent(t *testing.T) {
 		if len(p) > 100 {
 			t.Errorf("payload %q is %d bytes, want at most 100", p, len(p))
 		}
-		if got, ok := parseEvent(p); !ok || got != want {
-			t.Errorf("parseEvent(%q) = %+v, %v; want %+v", p, got, ok, want)
+		if got, origin, ok := parseEvent(p); !ok || got != want || origin != "" {
+			t.Errorf("parseEvent(%q) = %+v, %q, %v; want %+v", p, got, origin, ok, want)
 		}
 	}
 	for _, p := range []string{
@@ -46,9 +46,30 @@ func TestParseEvent(t *testing.T) {
 		"r alice DV1BCDEFGHIJKLMN23",
 		"r  -",
 		"r alice\n" + string(dev),
+		"i alice " + string(dev) + " 0123456789a",
+		"i alice " + string(dev) + " 0123456789abc",
+		"i alice " + string(dev) + " 0123456789aB",
+		"r alice " + string(dev) + " 0123456789ab",
+		"i alice " + string(dev) + " 0123456789ab x",
 	} {
-		if got, ok := parseEvent(p); ok {
+		if got, _, ok := parseEvent(p); ok {
 			t.Errorf("parseEvent(%q) = %+v, want malformed", p, got)
 		}
+	}
+}
+
+func TestParseEventOrigin(t *testing.T) {
+	const dev = valise.DeviceID("DVABCDEFGHIJKLMN23")
+	o := newOrigin()
+	if !validOrigin(o) {
+		t.Fatalf("newOrigin() = %q, not a valid origin", o)
+	}
+	p := sentPayload("alice", dev, o)
+	got, origin, ok := parseEvent(p)
+	if want := (storage.Event{Kind: storage.EventInbox, User: "alice", Device: dev}); !ok || got != want || origin != o {
+		t.Errorf("parseEvent(%q) = %+v, %q, %v; want %+v, %q", p, got, origin, ok, want, o)
+	}
+	if len(sentPayload(strings.Repeat("a", valise.MaxLocalpartLen), dev, o)) > 105 {
+		t.Error("a sent payload is longer than the documented 105 bytes")
 	}
 }

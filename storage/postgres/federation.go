@@ -73,20 +73,24 @@ func (s *Store) ReleaseOutboxLease(ctx context.Context, dest valise.NodeName, ow
 // limit, and after the first no more than maxBytes of ciphertext counting
 // the first's. The byte bound is applied in the query, so ciphertexts
 // past it are not sent over.
-func (s *Store) ReadOutbox(ctx context.Context, dest valise.NodeName, limit, maxBytes int) ([]storage.OutboxEnvelope, error) {
+func (s *Store) ReadOutbox(ctx context.Context, dest valise.NodeName, limit, maxBytes int, skip []int64) ([]storage.OutboxEnvelope, error) {
 	if limit <= 0 {
 		return nil, nil
+	}
+	if skip == nil {
+		skip = []int64{} // a NULL array would make "<> ALL" NULL for every row
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT seq, envelope_id, sender_localpart, sender_device, recipient_localpart,
 			recipient_device, server_time, expire_time, ciphertext, attempt
 		FROM (
 			SELECT o.*, row_number() OVER w AS n, sum(octet_length(ciphertext)) OVER w AS total
-			FROM (SELECT * FROM outbox WHERE destination = $1 ORDER BY seq LIMIT $2) o
+			FROM (SELECT * FROM outbox WHERE destination = $1 AND seq <> ALL($4::bigint[])
+				ORDER BY seq LIMIT $2) o
 			WINDOW w AS (ORDER BY seq)
 		) q
 		WHERE n = 1 OR total <= $3
-		ORDER BY seq`, string(dest), limit, int64(maxBytes))
+		ORDER BY seq`, string(dest), limit, int64(maxBytes), skip)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: read outbox: %w", err)
 	}

@@ -137,7 +137,7 @@ func TestReplicasOutboxLease(t *testing.T) {
 	if _, err := rs[0].CommitBatch(t.Context(), &storage.Batch{Sends: []storage.SendOp{op}}); err != nil {
 		t.Fatal(err)
 	}
-	q, err := rs[0].ReadOutbox(t.Context(), "x.example", 100, 1<<20)
+	q, err := rs[0].ReadOutbox(t.Context(), "x.example", 100, 1<<20, nil)
 	if err != nil || len(q) != rounds {
 		t.Fatalf("ReadOutbox: %d, %v", len(q), err)
 	}
@@ -178,7 +178,7 @@ func TestReplicasOutboxLease(t *testing.T) {
 	if err != nil || len(envs) != finished {
 		t.Errorf("notices: got %d, %v; want %d", len(envs), err, finished)
 	}
-	left, err := rs[1].ReadOutbox(t.Context(), "x.example", 100, 1<<20)
+	left, err := rs[1].ReadOutbox(t.Context(), "x.example", 100, 1<<20, nil)
 	if err != nil || len(left) != rounds-finished {
 		t.Errorf("outbox: got %d, %v; want %d", len(left), err, rounds-finished)
 	}
@@ -205,7 +205,7 @@ func TestReplicasFederationEvents(t *testing.T) {
 	if ok, err := rs[1].AcquireOutboxLease(t.Context(), "x.example", "w", now, now.Add(time.Minute)); err != nil || !ok {
 		t.Fatalf("AcquireOutboxLease: %v, %v", ok, err)
 	}
-	q, err := rs[1].ReadOutbox(t.Context(), "x.example", 10, 1000)
+	q, err := rs[1].ReadOutbox(t.Context(), "x.example", 10, 1000, nil)
 	if err != nil || len(q) != 1 {
 		t.Fatalf("ReadOutbox: %d, %v", len(q), err)
 	}

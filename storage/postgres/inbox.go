@@ -35,7 +35,7 @@ func (s *Store) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.Bat
 	var res *storage.BatchResult
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		res, err = commitBatch(ctx, tx, b, now)
+		res, err = commitBatch(ctx, tx, b, now, s.origin)
 		return err
 	})
 	if err != nil {

@@ -44,6 +44,9 @@ type Store struct {
 	pool *pgxpool.Pool
 	now  func() time.Time
 	log  *slog.Logger
+	// origin tags the events of this Store's CommitBatch, so that its
+	// listener can tell them apart (storage.Event.Local).
+	origin string
 }
 
 var (
@@ -91,7 +94,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{pool: pool, now: now, log: log}, nil
+	return &Store{pool: pool, now: now, log: log, origin: newOrigin()}, nil
 }
 
 // Pool returns the store's connection pool, for what the Store interface

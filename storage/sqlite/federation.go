@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/valise-im/valise"
@@ -89,15 +90,22 @@ func scanOutbox(row interface{ Scan(...any) error }) (storage.OutboxEnvelope, er
 // ReadOutbox returns dest's oldest queued envelopes in Seq order, at most
 // limit of them and, after the first, at most maxBytes of ciphertext in
 // all (counting the first).
-func (s *Store) ReadOutbox(ctx context.Context, dest valise.NodeName, limit, maxBytes int) ([]storage.OutboxEnvelope, error) {
+func (s *Store) ReadOutbox(ctx context.Context, dest valise.NodeName, limit, maxBytes int, skip []int64) ([]storage.OutboxEnvelope, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: read outbox: %w", err)
 	}
 	if limit <= 0 {
 		return nil, nil
 	}
-	rows, err := s.r.QueryContext(ctx, `SELECT `+outboxColumns+` FROM outbox
-		WHERE destination = ? ORDER BY seq LIMIT ?`, string(dest), limit)
+	q := `SELECT ` + outboxColumns + ` FROM outbox WHERE destination = ?`
+	args := []any{string(dest)}
+	if len(skip) > 0 {
+		q += ` AND seq NOT IN (?` + strings.Repeat(`,?`, len(skip)-1) + `)`
+		for _, seq := range skip {
+			args = append(args, seq)
+		}
+	}
+	rows, err := s.r.QueryContext(ctx, q+` ORDER BY seq LIMIT ?`, append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: read outbox: %w", err)
 	}

@@ -58,12 +58,12 @@ func sendOK(t *testing.T, s storage.Store, ops ...storage.SendOp) []storage.Send
 // outbox returns the whole outbox of dest.
 func outbox(t *testing.T, s storage.Store, dest valise.NodeName) []storage.OutboxEnvelope {
 	t.Helper()
-	return noErr(s.ReadOutbox(t.Context(), dest, 100000, 1<<30))(t, fmt.Sprintf("ReadOutbox(%s)", dest))
+	return noErr(s.ReadOutbox(t.Context(), dest, 100000, 1<<30, nil))(t, fmt.Sprintf("ReadOutbox(%s)", dest))
 }
 
 // idsOf returns the envelope id of each x, in order.
-func idsOf[T any](xs []T, id func(T) valise.EnvelopeID) []valise.EnvelopeID {
-	var ids []valise.EnvelopeID
+func idsOf[T, ID any](xs []T, id func(T) ID) []ID {
+	var ids []ID
 	for _, x := range xs {
 		ids = append(ids, id(x))
 	}
@@ -72,6 +72,10 @@ func idsOf[T any](xs []T, id func(T) valise.EnvelopeID) []valise.EnvelopeID {
 
 func outboxIDs(envs []storage.OutboxEnvelope) []valise.EnvelopeID {
 	return idsOf(envs, func(e storage.OutboxEnvelope) valise.EnvelopeID { return e.ID })
+}
+
+func outboxSeqs(envs []storage.OutboxEnvelope) []int64 {
+	return idsOf(envs, func(e storage.OutboxEnvelope) int64 { return e.Seq })
 }
 
 func deadLetterIDs(dls []storage.DeadLetter) []valise.EnvelopeID {
@@ -269,29 +273,38 @@ func testReadOutboxLimits(t *testing.T, open opener) {
 	sendOK(t, s, second)
 	inB := []valise.EnvelopeID{first.Envelopes[0].ID, first.Envelopes[1].ID, second.Envelopes[0].ID}
 	inC := []valise.EnvelopeID{first.Envelopes[2].ID, second.Envelopes[1].ID}
+	seqB := outboxSeqs(noErr(s.ReadOutbox(t.Context(), destB, 10, 1000, nil))(t, "ReadOutbox"))
 	tests := []struct {
 		name            string
 		dest            valise.NodeName
 		limit, maxBytes int
+		skip            []int64
 		want            []valise.EnvelopeID
 	}{
-		{"all", destB, 10, 1000, inB},
-		{"limit", destB, 2, 1000, inB[:2]},
-		{"limit one", destB, 1, 1000, inB[:1]},
-		{"bytes for all exactly", destB, 10, 30, inB},
-		{"bytes for two", destB, 10, 29, inB[:2]},
-		{"bytes for two exactly", destB, 10, 20, inB[:2]},
-		{"bytes for one", destB, 10, 19, inB[:1]},
-		{"first whatever its size", destB, 10, 5, inB[:1]},
-		{"big first alone", destC, 10, 50, inC[:1]},
-		{"big first and the next", destC, 10, 101, inC},
-		{"limit zero", destB, 0, 1000, nil},
-		{"unknown destination", "d.example", 10, 1000, nil},
+		{"all", destB, 10, 1000, nil, inB},
+		{"limit", destB, 2, 1000, nil, inB[:2]},
+		{"limit one", destB, 1, 1000, nil, inB[:1]},
+		{"bytes for all exactly", destB, 10, 30, nil, inB},
+		{"bytes for two", destB, 10, 29, nil, inB[:2]},
+		{"bytes for two exactly", destB, 10, 20, nil, inB[:2]},
+		{"bytes for one", destB, 10, 19, nil, inB[:1]},
+		{"first whatever its size", destB, 10, 5, nil, inB[:1]},
+		{"big first alone", destC, 10, 50, nil, inC[:1]},
+		{"big first and the next", destC, 10, 101, nil, inC},
+		{"limit zero", destB, 0, 1000, nil, nil},
+		{"unknown destination", "d.example", 10, 1000, nil, nil},
+		{"skip the first", destB, 10, 1000, seqB[:1], inB[1:]},
+		{"skip the middle", destB, 10, 1000, seqB[1:2], []valise.EnvelopeID{inB[0], inB[2]}},
+		{"skip the first two, limit one", destB, 1, 1000, seqB[:2], inB[2:]},
+		{"skip the first, bytes for one", destB, 10, 10, seqB[:1], inB[1:2]},
+		{"skip the first, whatever its size", destB, 10, 5, seqB[:1], inB[1:2]},
+		{"skip all", destB, 10, 1000, seqB, nil},
+		{"skip another destination's", destC, 10, 1000, seqB, inC},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := noErr(s.ReadOutbox(t.Context(), tt.dest, tt.limit, tt.maxBytes))(t, "ReadOutbox")
-			same(t, fmt.Sprintf("ReadOutbox(%s, %d, %d)", tt.dest, tt.limit, tt.maxBytes), tt.want, outboxIDs(got))
+			got := noErr(s.ReadOutbox(t.Context(), tt.dest, tt.limit, tt.maxBytes, tt.skip))(t, "ReadOutbox")
+			same(t, fmt.Sprintf("ReadOutbox(%s, %d, %d, %v)", tt.dest, tt.limit, tt.maxBytes, tt.skip), tt.want, outboxIDs(got))
 		})
 	}
 }
@@ -751,7 +764,7 @@ func testFederationContext(t *testing.T, open opener) {
 			return err
 		}},
 		{"ReleaseOutboxLease", func() error { return s.ReleaseOutboxLease(ctx, destB, "w1") }},
-		{"ReadOutbox", func() error { _, err := s.ReadOutbox(ctx, destB, 10, 1000); return err }},
+		{"ReadOutbox", func() error { _, err := s.ReadOutbox(ctx, destB, 10, 1000, nil); return err }},
 		{"FinishOutbox", func() error {
 			_, err := s.FinishOutbox(ctx, destB, "w1", baseTime(), []storage.OutboxOutcome{{Seq: seq, DeadLetter: valise.FailureInvalid}})
 			return err
