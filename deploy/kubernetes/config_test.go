@@ -4,7 +4,6 @@ import (
 	"net"
 	"path"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,18 +20,6 @@ type nodeConfig struct {
 	cfg config.Config
 	// health is listen.health, the plaintext gRPC health listener.
 	health string
-}
-
-// configKnowsKey reports whether internal/config's Listen section has a
-// field for key.
-func configKnowsKey(key string) bool {
-	lt := reflect.TypeFor[config.Listen]()
-	for i := range lt.NumField() {
-		if lt.Field(i).Tag.Get("yaml") == key {
-			return true
-		}
-	}
-	return false
 }
 
 // loadNodeConfig decodes the ConfigMap's valised.yaml over the defaults
@@ -53,25 +40,6 @@ func loadNodeConfig(t *testing.T, m *manifests) nodeConfig {
 	nc := nodeConfig{}
 	nc.health, _ = doc.Listen["health"].(string)
 	b := []byte(text)
-	if !configKnowsKey("health") {
-		// listen.health (the kubelet's probe listener) is added to
-		// internal/config on the deploy branch of issue 6. Until it is
-		// merged here, the key is removed before the strict decode; every
-		// other key is still decoded strictly. Delete this branch once
-		// config.Listen has the field.
-		t.Logf("internal/config has no listen.health yet: decoding %s without it", config.FileName)
-		var full map[string]any
-		if err := yaml.Unmarshal(b, &full); err != nil {
-			t.Fatal(err)
-		}
-		if l, ok := full["listen"].(map[string]any); ok {
-			delete(l, "health")
-		}
-		var err error
-		if b, err = yaml.Marshal(full); err != nil {
-			t.Fatal(err)
-		}
-	}
 	nc.cfg = config.Default()
 	if err := config.Decode(b, &nc.cfg); err != nil {
 		t.Fatalf("ConfigMap %s: %s does not decode as valised reads it: %v", cm.Name, config.FileName, err)

@@ -2,8 +2,6 @@ package kubernetes
 
 import (
 	"bufio"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"io/fs"
@@ -20,7 +18,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
@@ -193,9 +190,6 @@ func loopbackConfig(t *testing.T, text string) string {
 			listen[k] = "127.0.0.1:0"
 		}
 	}
-	if !configKnowsKey("health") {
-		delete(listen, "health") // see loadNodeConfig
-	}
 	b, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -323,30 +317,14 @@ func startPod(t *testing.T, bin string, spec *corev1.PodSpec, c *corev1.Containe
 
 // probe asks what the kubelet's probes ask: liveness "" and readiness
 // valise.ready on the plaintext health listener. It waits for readiness.
-func (p *pod) probe(t *testing.T, caPEM, name string) {
+func (p *pod) probe(t *testing.T) {
 	t.Helper()
-	var (
-		conn *grpc.ClientConn
-		err  error
-	)
 	readiness := readyService
-	if configKnowsKey("health") {
-		addr, _ := p.addrs["health"].(string)
-		if addr == "" {
-			t.Fatalf("the node serves no health listener: %v", p.addrs)
-		}
-		conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	} else {
-		// Before listen.health exists (see loadNodeConfig), the same
-		// questions go to the client listener's health service over TLS.
-		t.Log("no listen.health yet: asking the client listener's health service instead")
-		readiness = ""
-		roots := x509.NewCertPool()
-		roots.AppendCertsFromPEM([]byte(caPEM))
-		addr, _ := p.addrs["client"].(string)
-		conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(
-			&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: name})))
+	addr, _ := p.addrs["health"].(string)
+	if addr == "" {
+		t.Fatalf("the node serves no health listener: %v", p.addrs)
 	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +454,7 @@ func TestPodRunsNode(t *testing.T) {
 		startPod(t, bin, spec, c, id, secrets, configMaps, asRoot),
 	}
 	for _, p := range pods {
-		p.probe(t, node["ca.crt"], name)
+		p.probe(t)
 	}
 
 	// docs/ops/kubernetes.md: kubectl exec ... valisectl --data /var/lib/valise.
