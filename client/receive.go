@@ -39,8 +39,14 @@ type ReceiveOptions struct {
 var ErrReceiving = errors.New("client: another receive is running on this state directory")
 
 // ackEvery bounds how many handled envelopes wait for one cumulative
-// acknowledgement while more keep arriving.
-const ackEvery = 64
+// acknowledgement while more keep arriving, and ackDelay how long the
+// first of them waits. The acknowledgement only lets the node delete
+// what is stored already: after a crash before it, the next Receive
+// acknowledges up to the saved cursor first and streams from there.
+const (
+	ackEvery = 64
+	ackDelay = 50 * time.Millisecond
+)
 
 // Receive streams the device's inbox from the saved cursor. Each envelope
 // is opened and verified against the sender's pinned identity key
@@ -177,6 +183,16 @@ func (r *receiver) stream(ctx context.Context) (progressed bool, err error) {
 		}
 	}()
 	unacked := 0
+	// The first envelope handled after an acknowledgement starts ackDue:
+	// envelopes arriving in a steady trickle share one acknowledgement
+	// (and one state write) per ackDelay or ackEvery envelopes.
+	var ackTimer *time.Timer
+	var ackDue <-chan time.Time
+	defer func() {
+		if ackTimer != nil {
+			ackTimer.Stop()
+		}
+	}()
 	for {
 		select {
 		case e := <-envs:
@@ -201,11 +217,14 @@ func (r *receiver) stream(ctx context.Context) (progressed bool, err error) {
 			}
 			progressed = true
 			unacked += len(batch)
-			if unacked >= ackEvery || len(envs) == 0 {
+			if unacked >= ackEvery {
 				if err := c.ack(ctx); err != nil {
 					return progressed, err
 				}
 				unacked = 0
+			} else if ackTimer == nil {
+				ackTimer = time.NewTimer(ackDelay)
+				ackDue = ackTimer.C
 			}
 			if timer != nil {
 				timer.Reset(r.opts.Idle)
@@ -215,6 +234,14 @@ func (r *receiver) stream(ctx context.Context) (progressed bool, err error) {
 				return progressed, fmt.Errorf("client: the node refused this device (revoked?): %w", err)
 			}
 			return progressed, fmt.Errorf("client: stream inbox: %w", err)
+		case <-ackDue:
+			ackTimer, ackDue = nil, nil
+			if unacked > 0 {
+				if err := c.ack(ctx); err != nil {
+					return progressed, err
+				}
+				unacked = 0
+			}
 		case <-idle:
 			return progressed, nil
 		case <-ctx.Done():
