@@ -88,7 +88,9 @@
 // argon2_memory_kib 256, argon2_threads 1) so that thousands of devices
 // log in quickly; no effective rate limits on logins, sends, key lookups
 // and federation transactions (limits.login, login_failure, send,
-// remote_lookup, federation.key_query_rate, peer_rate); federation backoff
+// remote_lookup, federation.key_query_rate, peer_rate), a peer's RPCs in
+// flight up to 1024 (federation.peer_concurrency, default 16: a sender's
+// first key lookups across nodes come all at once); federation backoff
 // 100ms to 2s. One-time key claims keep their default limit, so senders
 // fall back to signed prekeys as real ones do.
 //

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -196,13 +197,7 @@ func (b *bench) validate(fs *flag.FlagSet) error {
 	positive := map[string]int{"--senders": b.senders, "--receivers": b.receivers, "--concurrency": b.concurrency,
 		"--group": b.group, "--nodes": b.nodes, "--queued": b.queued, "--devices": b.idleDevices,
 		"--one-time-keys": b.oneTimeKeys, "--login-concurrency": b.loginConcurrency}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for k := range positive {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, name := range slices.Sorted(maps.Keys(positive)) {
 		if positive[name] < 1 {
 			errs = append(errs, fmt.Errorf("%s must be at least 1", name))
 		}

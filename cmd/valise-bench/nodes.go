@@ -92,6 +92,7 @@ func benchTweak(c *config.Config) {
 	c.Limits.RemoteLookup = many
 	c.Federation.KeyQueryRate = many
 	c.Federation.PeerRate = many
+	c.Federation.PeerConcurrency = 1024
 	c.Federation.BackoffMin = config.Duration(100 * time.Millisecond)
 	c.Federation.BackoffMax = config.Duration(2 * time.Second)
 	c.Log.Level = "info"
