@@ -28,6 +28,7 @@ type Client struct {
 	user     valise.UserID
 	device   string
 	identity *e2ee.IdentityKey
+	cache    sendCache
 }
 
 // Login logs user in to the node with password, creating a new device

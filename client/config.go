@@ -68,6 +68,18 @@ type Config struct {
 	OneTimeKeyTarget int
 	// CallTimeout bounds each unary call to the node (default 15s).
 	CallTimeout time.Duration
+	// DirectoryTTL, when set, lets Send reuse the node's answer about a
+	// user's devices (their identity keys and signed prekeys) for this
+	// long instead of asking before every message, and not ask again for
+	// a one-time prekey the node refused as rate limited until the retry
+	// delay it answered passes (the signed prekey is used meanwhile, as
+	// it would be). Pins are still checked and every prekey signature
+	// verified on each Send; a new device or a changed key shows up in
+	// Send at most DirectoryTTL late; a failed send forgets the cached
+	// answers. Default 0: every Send asks the node. At most
+	// MaxDirectoryTTL. For busy senders such as the valise-bench load
+	// generator.
+	DirectoryTTL time.Duration
 	// SkipMaintain makes Open skip Maintain, for local-only use such as
 	// reading the history while the node is unreachable.
 	SkipMaintain bool
@@ -115,6 +127,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CallTimeout <= 0 {
 		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.DirectoryTTL < 0 || c.DirectoryTTL > MaxDirectoryTTL {
+		return c, fmt.Errorf("client: Config.DirectoryTTL %v is out of range (0 to %v)", c.DirectoryTTL, MaxDirectoryTTL)
 	}
 	c.KDF = c.KDF.withDefaults()
 	if k := c.KDF; k.Time > maxKDFTime || k.MemoryKiB > maxKDFMemoryKiB || k.Threads > maxKDFThreads || k.MemoryKiB < 8*uint32(k.Threads) {

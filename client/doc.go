@@ -22,6 +22,14 @@
 // and a "send") may share one state directory. Only one Receive runs at a
 // time per directory.
 //
+// Receive handles the envelopes that arrive together (up to 64) as one
+// batch: each is opened against one snapshot of the state, then all are
+// stored in one update (one sync of the history, the seen ids and the
+// state) before the handler sees them. Send asks the node for the
+// recipient's keys before every message unless Config.DirectoryTTL lets
+// it reuse them for a short time (a load generator's setting, see
+// docs/E2EE.md "Key lifecycle").
+//
 // Messages carry a small client payload inside the sealed body: a version
 // byte, the conversation's recipient user (so that a user's other devices
 // file the copy they receive under the right conversation) and the text.

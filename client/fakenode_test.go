@@ -49,6 +49,7 @@ type fakeNode struct {
 	failSendOnce   bool // commit the next send, then answer Unavailable
 	exhaustClaims  bool // ClaimOneTimeKey answers ResourceExhausted
 	sendCalls      int
+	claimCalls     int
 	streams        int               // open StreamInbox calls
 	identityChange map[string][]byte // device id → identity key served instead
 	keysDown       bool              // GetDeviceKeys answers Unavailable
@@ -247,6 +248,7 @@ func (n *fakeNode) ClaimOneTimeKey(ctx context.Context, r *clientv1.ClaimOneTime
 	if _, err := n.caller(ctx); err != nil {
 		return nil, err
 	}
+	n.claimCalls++
 	if n.exhaustClaims {
 		return nil, status.Error(codes.ResourceExhausted, "too many claims")
 	}

@@ -91,11 +91,26 @@ func messageID(id [16]byte) string { return hex.EncodeToString(id[:]) }
 // appendHistory appends m to the history and syncs it. The caller holds
 // the state directory's lock.
 func (c *Client) appendHistory(m Message) error {
+	line, err := historyLine(m)
+	if err != nil {
+		return err
+	}
+	return c.appendHistoryLines(line)
+}
+
+// historyLine is m as a line of the history.
+func historyLine(m Message) ([]byte, error) {
 	line, err := json.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("client: history: %w", err)
+		return nil, fmt.Errorf("client: history: %w", err)
 	}
-	return appendSync(c.cfg.StateDir, historyFile, append(line, '\n'))
+	return append(line, '\n'), nil
+}
+
+// appendHistoryLines appends whole lines to the history and syncs it
+// once. The caller holds the state directory's lock.
+func (c *Client) appendHistoryLines(lines []byte) error {
+	return appendSync(c.cfg.StateDir, historyFile, lines)
 }
 
 // History returns the stored messages in the order they were stored: all

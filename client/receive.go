@@ -39,8 +39,14 @@ type ReceiveOptions struct {
 var ErrReceiving = errors.New("client: another receive is running on this state directory")
 
 // ackEvery bounds how many handled envelopes wait for one cumulative
-// acknowledgement while more keep arriving.
-const ackEvery = 64
+// acknowledgement while more keep arriving, and ackDelay how long the
+// first of them waits. The acknowledgement only lets the node delete
+// what is stored already: after a crash before it, the next Receive
+// acknowledges up to the saved cursor first and streams from there.
+const (
+	ackEvery = 64
+	ackDelay = 50 * time.Millisecond
+)
 
 // Receive streams the device's inbox from the saved cursor. Each envelope
 // is opened and verified against the sender's pinned identity key
@@ -53,7 +59,13 @@ const ackEvery = 64
 // Without opts.Follow, Receive returns nil once no envelope arrived for
 // opts.Idle. With it, Receive runs until ctx ends and returns ctx.Err().
 // An error from handle stops Receive and is returned; the message stays
-// in the history.
+// in the history, as do the messages stored in the same batch after it,
+// which handle does not see.
+//
+// Envelopes that arrive together (up to 64) are handled as one batch:
+// opened against one snapshot of the state, then stored in one update
+// (one sync of the history, the seen ids and the state for all of them)
+// before handle sees any of them.
 func (c *Client) Receive(ctx context.Context, opts ReceiveOptions, handle func(Message) error) error {
 	if opts.Idle <= 0 {
 		opts.Idle = DefaultIdle
@@ -171,23 +183,48 @@ func (r *receiver) stream(ctx context.Context) (progressed bool, err error) {
 		}
 	}()
 	unacked := 0
+	// The first envelope handled after an acknowledgement starts ackDue:
+	// envelopes arriving in a steady trickle share one acknowledgement
+	// (and one state write) per ackDelay or ackEvery envelopes.
+	var ackTimer *time.Timer
+	var ackDue <-chan time.Time
+	defer func() {
+		if ackTimer != nil {
+			ackTimer.Stop()
+		}
+	}()
 	for {
 		select {
 		case e := <-envs:
-			if e.GetCursor() <= cursor {
-				continue // the node repeated an envelope we have handled
+			// Handle what has arrived together in one batch: one state
+			// update (and one sync of each file) for all of it.
+			var batch []*clientv1.StreamInboxResponse
+			for {
+				if e.GetCursor() > cursor {
+					cursor = e.GetCursor()
+					batch = append(batch, e)
+				} // else the node repeated an envelope we have handled
+				if len(batch) >= maxBatch || len(envs) == 0 {
+					break
+				}
+				e = <-envs
 			}
-			cursor = e.GetCursor()
-			if err := r.envelope(ctx, e); err != nil {
+			if len(batch) == 0 {
+				continue
+			}
+			if err := r.envelopes(ctx, batch); err != nil {
 				return progressed, err
 			}
 			progressed = true
-			unacked++
-			if unacked >= ackEvery || len(envs) == 0 {
+			unacked += len(batch)
+			if unacked >= ackEvery {
 				if err := c.ack(ctx); err != nil {
 					return progressed, err
 				}
 				unacked = 0
+			} else if ackTimer == nil {
+				ackTimer = time.NewTimer(ackDelay)
+				ackDue = ackTimer.C
 			}
 			if timer != nil {
 				timer.Reset(r.opts.Idle)
@@ -197,6 +234,14 @@ func (r *receiver) stream(ctx context.Context) (progressed bool, err error) {
 				return progressed, fmt.Errorf("client: the node refused this device (revoked?): %w", err)
 			}
 			return progressed, fmt.Errorf("client: stream inbox: %w", err)
+		case <-ackDue:
+			ackTimer, ackDue = nil, nil
+			if unacked > 0 {
+				if err := c.ack(ctx); err != nil {
+					return progressed, err
+				}
+				unacked = 0
+			}
 		case <-idle:
 			return progressed, nil
 		case <-ctx.Done():
@@ -226,43 +271,143 @@ func (c *Client) ack(ctx context.Context) error {
 	})
 }
 
-// envelope handles one envelope: open, drop or store, then handle.
-func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse) error {
+// maxBatch bounds the envelopes handled in one state update.
+const maxBatch = ackEvery
+
+// item is one envelope of a batch: what opening it gave, to store.
+type item struct {
+	e        *clientv1.StreamInboxResponse
+	keys     *openKeys // nil for a delivery failure notice
+	msg      *Message  // nil when nothing is to be stored
+	warnings []Warning
+	// otk is the one-time prekey that decrypted the envelope, to delete
+	// whatever comes next (a bad signature, a changed key, a replay): it
+	// must never open it again.
+	otk    uint32
+	hasOTK bool
+}
+
+// envelopes handles a batch of envelopes, in order: each is opened (or
+// dropped) against one snapshot of the state, then everything is stored
+// in one state update (history, seen ids, pins, used one-time prekeys,
+// cursor), and only then are the warnings reported and handle called. An
+// envelope that cannot be opened for a local reason (localError) ends
+// the batch: those before it are stored, it stays in the inbox.
+func (r *receiver) envelopes(ctx context.Context, batch []*clientv1.StreamInboxResponse) error {
 	c := r.c
+	snap, err := c.store.snapshot()
+	if err != nil {
+		return err
+	}
+	defer snap.sec.wipe()
+	items := make([]*item, 0, len(batch))
+	inBatch := map[string]bool{}
+	looked := map[e2ee.Address][]byte{}
+	var stop error
+	for _, e := range batch {
+		it, err := r.prepare(ctx, e, &snap, inBatch, looked)
+		if err != nil {
+			stop = err
+			break
+		}
+		items = append(items, it)
+	}
+	if len(items) == 0 {
+		return stop
+	}
+	err = c.store.update(func(st *state, sec *secrets) error {
+		var lines []byte
+		var ids []string
+		for _, it := range items {
+			if k := it.keys; it.msg != nil && k.pin != nil {
+				// The device may have been pinned (or verified) by a Send
+				// or a Verify since its key was looked up: never replace
+				// that pin.
+				if p := st.Pins[k.pin.User][k.pin.Device]; p != nil && !bytes.Equal(p.IdentityKey, k.pinKey) {
+					it.msg = nil
+					it.warnings = []Warning{{Kind: WarnChangedKey, User: k.pin.User, Device: k.pin.Device},
+						{Kind: WarnRejected, User: it.e.GetSenderUser(), Device: it.e.GetSenderDeviceId(), Envelope: it.e.GetEnvelopeId(),
+							Err: fmt.Errorf("%w: %s device %s was pinned to another key meanwhile", ErrIdentityChanged, k.pin.User, k.pin.Device)}}
+				}
+			}
+			if it.msg != nil {
+				line, err := historyLine(*it.msg)
+				if err != nil {
+					return err
+				}
+				lines = append(lines, line...)
+				ids = append(ids, it.msg.ID)
+				if k := it.keys; k.pin != nil && st.Pins[k.pin.User][k.pin.Device] == nil {
+					pinKey(st, k.pin.User, k.pin.Device, k.pinKey, c.cfg.Now())
+				}
+			}
+			if it.hasOTK {
+				if k, ok := sec.OneTimeKeys[it.otk]; ok {
+					clear(k)
+					delete(sec.OneTimeKeys, it.otk)
+				}
+			}
+			st.Cursor = max(st.Cursor, it.e.GetCursor())
+		}
+		if len(lines) > 0 {
+			if err := c.appendHistoryLines(lines); err != nil {
+				return err
+			}
+		}
+		return r.seen.add(ids...)
+	})
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		for _, w := range it.warnings {
+			r.opts.OnWarning(w)
+		}
+		if it.msg == nil {
+			continue
+		}
+		if err := r.handle(*it.msg); err != nil {
+			return handlerError{err}
+		}
+	}
+	return stop
+}
+
+// prepare opens e against snap, or decides to drop it. inBatch holds the
+// message ids of the batch so far, looked the keys it looked up. A one-time prekey used is removed from
+// snap at once, so that it opens nothing else in the batch. The error is
+// that of a localError: e must stay in the inbox.
+func (r *receiver) prepare(ctx context.Context, e *clientv1.StreamInboxResponse, snap *loaded, inBatch map[string]bool, looked map[e2ee.Address][]byte) (*item, error) {
+	c := r.c
+	it := &item{e: e}
 	if f := e.GetDeliveryFailure(); f != nil {
 		// The node's notice that an envelope this device sent was given
 		// up: nothing to open; report it and move past it.
-		if err := c.store.update(func(st *state, _ *secrets) error {
-			st.Cursor = max(st.Cursor, e.GetCursor())
-			return nil
-		}); err != nil {
-			return err
-		}
-		r.opts.OnWarning(Warning{Kind: WarnDeliveryFailed, User: f.GetRecipientUser(), Device: f.GetRecipientDeviceId(),
-			Envelope: f.GetEnvelopeId(), Err: fmt.Errorf("reason: %s", sanitizeReason(f.GetReason()))})
-		return nil
+		it.warnings = []Warning{{Kind: WarnDeliveryFailed, User: f.GetRecipientUser(), Device: f.GetRecipientDeviceId(),
+			Envelope: f.GetEnvelopeId(), Err: fmt.Errorf("reason: %s", sanitizeReason(f.GetReason()))}}
+		return it, nil
 	}
-	keys := &openKeys{c: c, ctx: ctx}
-	var (
-		msg      *Message
-		warnings []Warning
-	)
+	keys := &openKeys{c: c, ctx: ctx, snap: snap, looked: looked}
+	it.keys = keys
 	reject := func(err error) {
-		warnings = append(warnings, Warning{Kind: WarnRejected, User: e.GetSenderUser(), Device: e.GetSenderDeviceId(), Envelope: e.GetEnvelopeId(), Err: err})
+		it.warnings = append(it.warnings, Warning{Kind: WarnRejected, User: e.GetSenderUser(), Device: e.GetSenderDeviceId(), Envelope: e.GetEnvelopeId(), Err: err})
 	}
 	m, err := r.open(ctx, e, keys)
 	var lerr localError
 	if errors.As(err, &lerr) {
 		// Not the envelope's fault: keep it in the inbox for the next try.
-		return lerr.err
+		return nil, lerr.err
 	}
-	// A one-time prekey that decrypted the envelope is deleted whatever
-	// comes next (a bad signature, a changed key, a replay): it must never
-	// open it again.
-	otk, hasOTK := keys.otk, keys.hasOTK && !errors.Is(err, e2ee.ErrDecrypt)
+	it.otk, it.hasOTK = keys.otk, keys.hasOTK && !errors.Is(err, e2ee.ErrDecrypt)
+	if it.hasOTK {
+		if k, ok := snap.sec.OneTimeKeys[it.otk]; ok {
+			clear(k)
+			delete(snap.sec.OneTimeKeys, it.otk)
+		}
+	}
 	switch {
 	case errors.Is(err, ErrIdentityChanged):
-		warnings = append(warnings, Warning{Kind: WarnChangedKey, User: e.GetSenderUser(), Device: e.GetSenderDeviceId()})
+		it.warnings = append(it.warnings, Warning{Kind: WarnChangedKey, User: e.GetSenderUser(), Device: e.GetSenderDeviceId()})
 		reject(err)
 	case err != nil:
 		reject(err)
@@ -270,66 +415,26 @@ func (r *receiver) envelope(ctx context.Context, e *clientv1.StreamInboxResponse
 		id := messageID(m.ID)
 		to, text, perr := decodePayload(m.Body)
 		switch {
-		case r.seen.has(id):
-			warnings = append(warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId()})
-		case !hasOTK && r.seen.forgottenBefore(m.Time):
+		case r.seen.has(id) || inBatch[id]:
+			it.warnings = append(it.warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId()})
+		case !it.hasOTK && r.seen.forgottenBefore(m.Time):
 			// Sealed to a signed prekey, which may still open a replay,
 			// and as old as ids the seen bound dropped.
-			warnings = append(warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId(), Err: errReplaySuspect})
+			it.warnings = append(it.warnings, Warning{Kind: WarnReplay, User: m.Sender.User, Device: m.Sender.Device, Envelope: e.GetEnvelopeId(), Err: errReplaySuspect})
 		case perr != nil:
 			reject(perr)
 		case m.Sender.User != c.user.String() && to != c.user.String():
 			reject(fmt.Errorf("addressed to %q, not to this user", to))
 		default:
-			warnings = append(warnings, keys.warnings...)
-			msg = &Message{
+			inBatch[id] = true
+			it.warnings = append(it.warnings, keys.warnings...)
+			it.msg = &Message{
 				ID: id, From: m.Sender.User, FromDevice: m.Sender.Device, To: to,
 				Time: m.Time.UTC(), Body: text, Received: c.cfg.Now().UTC(), Envelope: e.GetEnvelopeId(),
 			}
 		}
 	}
-	err = c.store.update(func(st *state, sec *secrets) error {
-		if msg != nil && keys.pin != nil {
-			// The device may have been pinned (or verified) by a Send or a
-			// Verify since its key was looked up: never replace that pin.
-			if p := st.Pins[keys.pin.User][keys.pin.Device]; p != nil && !bytes.Equal(p.IdentityKey, keys.pinKey) {
-				msg, warnings = nil, []Warning{{Kind: WarnChangedKey, User: keys.pin.User, Device: keys.pin.Device}}
-				reject(fmt.Errorf("%w: %s device %s was pinned to another key meanwhile", ErrIdentityChanged, keys.pin.User, keys.pin.Device))
-			}
-		}
-		if msg != nil {
-			if err := c.appendHistory(*msg); err != nil {
-				return err
-			}
-			if err := r.seen.add(msg.ID); err != nil {
-				return err
-			}
-			if keys.pin != nil && st.Pins[keys.pin.User][keys.pin.Device] == nil {
-				pinKey(st, keys.pin.User, keys.pin.Device, keys.pinKey, c.cfg.Now())
-			}
-		}
-		if hasOTK {
-			if k, ok := sec.OneTimeKeys[otk]; ok {
-				clear(k)
-				delete(sec.OneTimeKeys, otk)
-			}
-		}
-		st.Cursor = max(st.Cursor, e.GetCursor())
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, w := range warnings {
-		r.opts.OnWarning(w)
-	}
-	if msg == nil {
-		return nil
-	}
-	if err := r.handle(*msg); err != nil {
-		return handlerError{err}
-	}
-	return nil
+	return it, nil
 }
 
 // handlerError carries the error of the caller's handler out of Receive
@@ -367,10 +472,16 @@ func (r *receiver) open(ctx context.Context, e *clientv1.StreamInboxResponse, ke
 	return m, err
 }
 
-// openKeys is the receiver's key store as e2ee.Open sees it.
+// openKeys is the receiver's key store as e2ee.Open sees it: the
+// batch's snapshot of the state, and the node's directory for devices
+// not pinned yet.
 type openKeys struct {
-	c   *Client
-	ctx context.Context
+	c    *Client
+	ctx  context.Context
+	snap *loaded
+	// looked holds the identity keys of devices not pinned yet that the
+	// batch looked up in the directory, so that each is asked once.
+	looked map[e2ee.Address][]byte
 	// pinned is the pinned key used, if any.
 	pinned []byte
 	// pin and pinKey are a device seen for the first time, to pin when
@@ -399,12 +510,12 @@ func (e localError) Unwrap() error { return e.err }
 func (k *openKeys) PreKey(kind e2ee.PreKeyKind, id uint32) ([]byte, error) {
 	var priv []byte
 	var lookupErr error
-	err := k.c.store.view(func(_ *state, sec *secrets) error {
+	err := k.view(func(_ *state, sec *secrets) error {
 		lookupErr = lookupPreKey(k.c.cfg, sec, kind, id, &priv)
 		return nil
 	})
 	if err != nil {
-		return nil, localError{err}
+		return nil, err
 	}
 	if lookupErr != nil {
 		return nil, lookupErr
@@ -414,6 +525,18 @@ func (k *openKeys) PreKey(kind e2ee.PreKeyKind, id uint32) ([]byte, error) {
 		k.otk, k.hasOTK = id, true
 	}
 	return priv, nil
+}
+
+// view runs fn on the batch's snapshot or, without one, on the state as
+// stored now. A failure to read the state is a localError.
+func (k *openKeys) view(fn func(st *state, sec *secrets) error) error {
+	if k.snap != nil {
+		return fn(k.snap.st, k.snap.sec)
+	}
+	if err := k.c.store.view(fn); err != nil {
+		return localError{err}
+	}
+	return nil
 }
 
 // lookupPreKey copies the private prekey (kind, id) of sec into *priv.
@@ -447,7 +570,7 @@ func lookupPreKey(cfg Config, sec *secrets, kind e2ee.PreKeyKind, id uint32, pri
 func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 	var key []byte
 	verified := false
-	err := k.c.store.view(func(st *state, _ *secrets) error {
+	err := k.view(func(st *state, _ *secrets) error {
 		if p := st.Pins[sender.User][sender.Device]; p != nil {
 			key = append([]byte(nil), p.IdentityKey...)
 		}
@@ -455,7 +578,7 @@ func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, localError{err}
+		return nil, err
 	}
 	if sender.User == k.c.user.String() && sender.Device == k.c.device {
 		return k.c.identity.Public(), nil
@@ -467,6 +590,14 @@ func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 	u, err := valise.ParseUserID(sender.User, "")
 	if err != nil {
 		return nil, err
+	}
+	if id := k.looked[sender]; id != nil {
+		// Looked up for an earlier envelope of the batch, pinned with it.
+		k.pin, k.pinKey = &sender, id
+		if verified {
+			k.warnings = append(k.warnings, Warning{Kind: WarnNewDevice, User: sender.User, Device: sender.Device})
+		}
+		return id, nil
 	}
 	devs, err := k.c.directory(k.ctx, u)
 	if err != nil {
@@ -480,6 +611,9 @@ func (k *openKeys) IdentityKey(sender e2ee.Address) ([]byte, error) {
 	for _, d := range devs {
 		if d.ID == sender.Device {
 			k.pin, k.pinKey = &sender, d.Identity
+			if k.looked != nil {
+				k.looked[sender] = d.Identity
+			}
 			if verified {
 				k.warnings = append(k.warnings, Warning{Kind: WarnNewDevice, User: sender.User, Device: sender.Device})
 			}

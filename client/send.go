@@ -120,6 +120,7 @@ func (c *Client) Send(ctx context.Context, to string, body []byte, opts SendOpti
 		return rpc.SendEnvelopes(ctx, &clientv1.SendEnvelopesRequest{IdempotencyKey: res.IdempotencyKey, Envelopes: envs})
 	})
 	if err != nil {
+		c.forgetDirectories(toU, c.user)
 		return res, fmt.Errorf("client: send (idempotency key %s): %w", res.IdempotencyKey, err)
 	}
 	res.EnvelopeIDs = resp.GetEnvelopeIds()
@@ -151,7 +152,7 @@ func (c *Client) targets(ctx context.Context, to valise.UserID, accept bool) ([]
 	}
 	devs := map[valise.UserID][]dirDevice{}
 	for _, u := range users {
-		d, err := c.directory(ctx, u)
+		d, err := c.sendDirectory(ctx, u)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -205,6 +206,11 @@ func (c *Client) recipientKey(ctx context.Context, t target) (e2ee.RecipientKey,
 		return e2ee.RecipientKey{}, fmt.Errorf("%w: signed prekey of %s/%s: %w", errBadKeys, t.user, t.dev.ID, err)
 	}
 	fallback := e2ee.RecipientKey{Kind: e2ee.Signed, ID: signed.GetKeyId(), Public: signed.GetPublicKey()}
+	if c.claimPaused(t) {
+		// The node refused the last claim as rate limited and its retry
+		// delay has not passed: it would refuse this one too.
+		return fallback, nil
+	}
 	resp, err := call(ctx, c, func(ctx context.Context, rpc clientv1.ClientServiceClient) (*clientv1.ClaimOneTimeKeyResponse, error) {
 		return rpc.ClaimOneTimeKey(ctx, &clientv1.ClaimOneTimeKeyRequest{User: t.user.String(), DeviceId: t.dev.ID})
 	})
@@ -213,6 +219,7 @@ func (c *Client) recipientKey(ctx context.Context, t target) (e2ee.RecipientKey,
 		// Claims are rate limited per device pair; the signed prekey is
 		// the designed fallback.
 		c.log.DebugContext(ctx, "one-time key claims limited; using the signed prekey", "user", t.user.String(), "device", t.dev.ID)
+		c.pauseClaims(t, err)
 		return fallback, nil
 	case err != nil:
 		return e2ee.RecipientKey{}, fmt.Errorf("client: claim a prekey of %s/%s: %w", t.user, t.dev.ID, err)

@@ -195,6 +195,24 @@ func (s *store) view(fn func(st *state, sec *secrets) error) error {
 	})
 }
 
+// snapshot loads the state and secrets of the logged-in device for the
+// caller to read, and change in memory only; the caller wipes l.sec.
+func (s *store) snapshot() (loaded, error) {
+	var l loaded
+	err := s.locked(false, func() error {
+		var err error
+		if l, err = s.load(); err != nil {
+			return err
+		}
+		if l.st == nil || l.st.Device == "" {
+			l.sec.wipe()
+			return ErrNotLoggedIn
+		}
+		return nil
+	})
+	return l, err
+}
+
 // update runs fn on the current state and secrets of the logged-in device
 // and saves what fn changed, unless fn fails. fn may append to the
 // history and seen files: it runs under the directory's lock, and its

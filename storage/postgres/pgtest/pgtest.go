@@ -42,38 +42,55 @@ func DSN(t testing.TB) string {
 	if base == "" {
 		t.Skip(EnvVar + " not set")
 	}
-	name, err := databaseName()
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	dsn, err := withDatabase(base, name)
-	if err != nil {
-		t.Fatalf("pgtest: %s: %v", EnvVar, err)
-	}
-
 	ctx, cancel := context.WithTimeout(t.Context(), cleanupTimeout)
 	defer cancel()
-	if err := exec(ctx, base, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+	dsn, drop, err := Create(ctx, base, "valise_test_")
+	if err != nil {
+		t.Fatalf("pgtest: %s: %v", EnvVar, err)
 	}
 	t.Cleanup(func() {
 		// t.Context is done by now.
 		ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
 		defer cancel()
-		if err := exec(ctx, base, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		if err := drop(ctx); err != nil {
+			t.Errorf("pgtest: %v", err)
 		}
 	})
 	return dsn
 }
 
-// databaseName returns a fresh, unique database name.
-func databaseName() (string, error) {
+// Create creates an empty database named prefix<random hex> on the server
+// of the DSN base and returns the DSN of the new database (base with its
+// database name replaced) and a function that drops it, closing any
+// connection left open. Tools that need databases of their own outside a
+// test (valise-bench) use it too.
+func Create(ctx context.Context, base, prefix string) (dsn string, drop func(context.Context) error, err error) {
+	name, err := databaseName(prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	if dsn, err = withDatabase(base, name); err != nil {
+		return "", nil, err
+	}
+	if err := exec(ctx, base, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", nil, fmt.Errorf("create database: %w", err)
+	}
+	drop = func(ctx context.Context) error {
+		if err := exec(ctx, base, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop database %s: %w", name, err)
+		}
+		return nil
+	}
+	return dsn, drop, nil
+}
+
+// databaseName returns a fresh, unique database name starting with prefix.
+func databaseName(prefix string) (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("random database name: %w", err)
 	}
-	return "valise_test_" + hex.EncodeToString(b[:]), nil
+	return prefix + hex.EncodeToString(b[:]), nil
 }
 
 // withDatabase returns dsn with its database name replaced by name.
