@@ -62,7 +62,7 @@ func ServerOptions(l GRPCLimits) []grpc.ServerOption {
 		// than grpc-go's 32 KiB takes about 28 KiB off every idle client
 		// (valise-bench idle: 137 → 95 KiB RSS per device), and larger
 		// reads bypass the buffer anyway.
-		grpc.ReadBufferSize(4<<10),
+		grpc.ReadBufferSize(4 << 10),
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgBytes),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
 		grpc.MaxHeaderListSize(l.MaxHeaderListBytes),
