@@ -20,41 +20,12 @@ import (
 // senders share commits. The backend is VALISE_BENCH_BACKEND (default
 // sqlite).
 func BenchmarkSendEnvelopes(b *testing.B) {
-	backend := os.Getenv("VALISE_BENCH_BACKEND")
-	if backend == "" {
-		backend = "sqlite"
-	}
-	n := startNode(b, backend, nil)
-	var to []*device
-	for i := range 10 {
-		u := fmt.Sprintf("rcpt%d", i)
-		n.createUser(b, u, "password-"+u)
-		to = append(to, n.login(b, u, "password-"+u))
-	}
-	n.createUser(b, "sender", "sender-password")
-	var senders []*device
-	for range 16 {
-		senders = append(senders, n.login(b, "sender", "sender-password"))
-	}
-	body := make([]byte, 1024)
-	var next, calls atomic.Int64
-	b.SetParallelism(8) // 16 goroutines on 2 cores
+	n := startNode(b, benchBackend(), benchTweak)
+	senders, rcpts := benchDevices(b, n, n)
+	var sent atomic.Int64
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		d := senders[int(next.Add(1)-1)%len(senders)]
-		for pb.Next() {
-			k := calls.Add(1)
-			req := &clientv1.SendEnvelopesRequest{IdempotencyKey: fmt.Sprint(k)}
-			for _, r := range to {
-				req.Envelopes = append(req.Envelopes, &clientv1.OutgoingEnvelope{RecipientUser: r.user, RecipientDeviceId: r.id, Ciphertext: body})
-			}
-			if _, err := d.c.SendEnvelopes(d.ctx(b.Context()), req); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(calls.Load()*int64(len(to)))/b.Elapsed().Seconds(), "envelopes/s")
+	benchSend(b, senders, rcpts, &sent)
+	b.ReportMetric(float64(sent.Load()*int64(len(rcpts)))/b.Elapsed().Seconds(), "envelopes/s")
 }
 
 // BenchmarkDeliver measures delivery end to end through the real wire:
@@ -105,18 +76,7 @@ func benchTweak(c *config.Config) {
 // benchDeliver runs the load of BenchmarkDeliver from senders on node
 // from to receivers on node to.
 func benchDeliver(b *testing.B, from, to *testNode) {
-	var rcpts []*device
-	for i := range 10 {
-		u := fmt.Sprintf("rcpt%d", i)
-		to.createUser(b, u, "password-"+u)
-		rcpts = append(rcpts, to.login(b, u, "password-"+u))
-	}
-	from.createUser(b, "sender", "sender-password")
-	var senders []*device
-	for range 16 {
-		senders = append(senders, from.login(b, "sender", "sender-password"))
-	}
-	body := make([]byte, 1024)
+	senders, rcpts := benchDevices(b, from, to)
 	var sent atomic.Int64
 	received := make([]atomic.Int64, len(rcpts))
 	ctx, cancel := context.WithCancel(b.Context())
@@ -143,22 +103,8 @@ func benchDeliver(b *testing.B, from, to *testNode) {
 			}
 		}()
 	}
-	var next atomic.Int64
-	b.SetParallelism(8) // 16 goroutines on 2 cores
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		d := senders[int(next.Add(1)-1)%len(senders)]
-		for pb.Next() {
-			req := &clientv1.SendEnvelopesRequest{IdempotencyKey: fmt.Sprint(sent.Add(1))}
-			for _, r := range rcpts {
-				req.Envelopes = append(req.Envelopes, &clientv1.OutgoingEnvelope{RecipientUser: r.user, RecipientDeviceId: r.id, Ciphertext: body})
-			}
-			if _, err := d.c.SendEnvelopes(d.ctx(b.Context()), req); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	benchSend(b, senders, rcpts, &sent)
 	want := sent.Load()
 	for i := range received {
 		for received[i].Load() < want && !b.Failed() {
@@ -174,4 +120,42 @@ func benchDeliver(b *testing.B, from, to *testNode) {
 			b.Fatalf("receiver %d read %d envelopes, want %d", i, got, want)
 		}
 	}
+}
+
+// benchDevices creates the devices of the delivery benchmarks: 10
+// receiving users with a device each on node to, and 16 devices of one
+// sending user on node from.
+func benchDevices(b *testing.B, from, to *testNode) (senders, rcpts []*device) {
+	for i := range 10 {
+		u := fmt.Sprintf("rcpt%d", i)
+		to.createUser(b, u, "password-"+u)
+		rcpts = append(rcpts, to.login(b, u, "password-"+u))
+	}
+	from.createUser(b, "sender", "sender-password")
+	for range 16 {
+		senders = append(senders, from.login(b, "sender", "sender-password"))
+	}
+	return senders, rcpts
+}
+
+// benchSend runs b.N SendEnvelopes calls from 16 goroutines, each call
+// from one of senders carrying one 1 KiB envelope for each of rcpts, and
+// counts the calls in sent.
+func benchSend(b *testing.B, senders, rcpts []*device, sent *atomic.Int64) {
+	body := make([]byte, 1024)
+	var next atomic.Int64
+	b.SetParallelism(8) // 16 goroutines on 2 cores
+	b.RunParallel(func(pb *testing.PB) {
+		d := senders[int(next.Add(1)-1)%len(senders)]
+		for pb.Next() {
+			req := &clientv1.SendEnvelopesRequest{IdempotencyKey: fmt.Sprint(sent.Add(1))}
+			for _, r := range rcpts {
+				req.Envelopes = append(req.Envelopes, &clientv1.OutgoingEnvelope{RecipientUser: r.user, RecipientDeviceId: r.id, Ciphertext: body})
+			}
+			if _, err := d.c.SendEnvelopes(d.ctx(b.Context()), req); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
