@@ -142,4 +142,10 @@
 // Exit status: 0 when ok, 1 when an envelope was lost, duplicated or
 // misdelivered or anything failed, 2 on bad usage. docs/ops/valise-bench.md
 // has examples.
+//
+// Package main is the load generator: it starts (or targets) valised
+// processes and drives devices through the client SDK; it imports the
+// SDK, the wire, the config package (to write the nodes' configuration)
+// and pgtest (to create their PostgreSQL databases), never the server's
+// internals.
 package main
