@@ -114,7 +114,7 @@ func initNode(p initParams) (initResult, error) {
 	if p.PostgresDN != "" {
 		driver, dsnRef = "postgres", "postgres.dsn"
 	}
-	cfgText, err := config.Render(config.FileParams{Name: p.Name, Client: p.Client, Federation: p.Federation, Metrics: quoteEmpty(p.Metrics), Health: p.Health, Driver: driver, PostgresDSNRef: dsnRef})
+	cfgText, err := config.Render(config.FileParams{Name: p.Name, Client: p.Client, Federation: p.Federation, Metrics: p.Metrics, Health: p.Health, Driver: driver, PostgresDSNRef: dsnRef})
 	if err != nil {
 		return initResult{}, err
 	}
@@ -230,11 +230,4 @@ func initNode(p initParams) (initResult, error) {
 		AdminKey:       filepath.Join(dir, "admin.key"),
 		StorageDriver:  driver,
 	}, nil
-}
-
-func quoteEmpty(s string) string {
-	if s == "" {
-		return `""`
-	}
-	return s
 }

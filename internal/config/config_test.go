@@ -143,3 +143,26 @@ func TestHealthAddr(t *testing.T) {
 		t.Errorf("listen.health 7445: %v, want a listen.health problem", err)
 	}
 }
+
+// TestRenderedListenValues checks that what `valised init` writes for a
+// listener decodes back to exactly that value: "" turns the listener off
+// (a bare empty value would decode as null and keep the default), and an
+// IPv6 address is not read as a YAML list.
+func TestRenderedListenValues(t *testing.T) {
+	for _, v := range []string{"", "127.0.0.1:7444", "[::1]:7444", "[::]:7444", "node.example:7444", "0.0.0.0:0"} {
+		t.Run(v, func(t *testing.T) {
+			b, err := Render(FileParams{Name: "node.example", Client: v, Federation: v, Metrics: v, Health: v, Driver: "sqlite"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := Default()
+			if err := Decode(b, &got); err != nil {
+				t.Fatalf("decode: %v", err)
+			}
+			l := got.Listen
+			if l.Client != v || l.Federation != v || l.Metrics != v || l.Health != v {
+				t.Errorf("listen = client %q, federation %q, metrics %q, health %q; want %q for each", l.Client, l.Federation, l.Metrics, l.Health, v)
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
+	"regexp"
 	"text/template"
 )
 
@@ -27,7 +29,23 @@ func Render(p FileParams) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-var fileTemplate = template.Must(template.New("valised.yaml").Parse(`# valised configuration. Relative paths are relative to the data directory
+// plainScalar matches the values written without quotes: host names,
+// IPv4 addresses and ports.
+var plainScalar = regexp.MustCompile(`^[A-Za-z0-9._-]+(:[0-9]+)?$`)
+
+// scalar renders s as a YAML scalar that decodes back to s: plain when it
+// is safe, double-quoted otherwise ("" for the empty string, which a bare
+// value would turn into null and so into the default; an IPv6 address such
+// as [::1]:7443, which YAML would read as a list).
+func scalar(s string) string {
+	if plainScalar.MatchString(s) {
+		return s
+	}
+	b, _ := json.Marshal(s) // a JSON string is a YAML double-quoted scalar
+	return string(b)
+}
+
+var fileTemplate = template.Must(template.New("valised.yaml").Funcs(template.FuncMap{"scalar": scalar}).Parse(`# valised configuration. Relative paths are relative to the data directory
 # (the directory holding this file). Durations are strings such as "30s".
 # Precedence: defaults < this file < environment (VALISE_*).
 
@@ -41,13 +59,13 @@ node:
 listen:
   # ClientService over TLS 1.3 (gRPC health and reflection are served here
   # too). Env: VALISE_CLIENT_ADDR.
-  client: {{.Client}}
+  client: {{scalar .Client}}
   # Federation listener (mutual TLS 1.3; only listed, unblocked peers
   # proven by their own CA): FederationService and gRPC health.
-  federation: {{.Federation}}
+  federation: {{scalar .Federation}}
   # Prometheus metrics over plain HTTP at /metrics; "" turns it off.
   # Env: VALISE_METRICS_ADDR.
-  metrics: {{.Metrics}}
+  metrics: {{scalar .Metrics}}
   # AdminService unix socket for valisectl (mode 0600; only this user and
   # root may connect).
   admin_socket: admin.sock
@@ -58,7 +76,7 @@ listen:
   # (HOST:PORT; "" turns it off). It serves only grpc.health.v1.Health:
   # service "" is SERVING while the node serves, "valise.ready" only while
   # the database answers. Env: VALISE_HEALTH_ADDR.
-  health: "{{.Health}}"
+  health: {{scalar .Health}}
 
 tls:
   # The organization's CA certificate: clients and peers trust it, and it
