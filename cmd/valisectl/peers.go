@@ -19,7 +19,7 @@ const maxCABundleFile = 1 << 20
 func peerAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 	var address, caFile string
 	fs.StringVar(&address, "address", "", "the peer's federation endpoint, HOST:PORT")
-	fs.StringVar(&caFile, "ca-bundle", "", "PEM file of the CA certificates trusted for the peer's name")
+	fs.StringVar(&caFile, "ca-bundle", "", "PEM file of the CA certificates trusted for the peer's name (- reads standard input)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if address == "" {
 			return usageErrorf("peer add: --address is required")
@@ -27,7 +27,7 @@ func peerAdd(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		if caFile == "" {
 			return usageErrorf("peer add: --ca-bundle is required")
 		}
-		bundle, err := readSmallFile(caFile, maxCABundleFile)
+		bundle, err := c.readCABundle(caFile)
 		if err != nil {
 			return err
 		}
@@ -57,16 +57,26 @@ func printPeer(c *cli, verb string, p *adminv1.Peer) error {
 	return nil
 }
 
-// readSmallFile reads a file of at most limit bytes.
-func readSmallFile(name string, limit int64) ([]byte, error) {
+// readCABundle reads a --ca-bundle: the named file, or standard input for
+// "-" (for a valisectl that cannot read the peer's CA file, e.g. inside a
+// container: `kubectl exec -i … valisectl peer add … --ca-bundle - < ca.pem`).
+func (c *cli) readCABundle(name string) ([]byte, error) {
+	if name == "-" {
+		return readLimited(c.stdin, "standard input", maxCABundleFile)
+	}
 	f, err := os.Open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	return readLimited(f, name, maxCABundleFile)
+}
+
+// readLimited reads r to its end, refusing more than limit bytes.
+func readLimited(r io.Reader, name string, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	if int64(len(b)) > limit {
 		return nil, fmt.Errorf("%s is larger than %d bytes", name, limit)
@@ -137,7 +147,7 @@ func peerUnblock(*flag.FlagSet) func(context.Context, *cli, []string) error {
 func peerUpdate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 	var address, caFile string
 	fs.StringVar(&address, "address", "", "the peer's new federation endpoint, HOST:PORT")
-	fs.StringVar(&caFile, "ca-bundle", "", "PEM file of the CA certificates now trusted for the peer's name (replaces the current bundle)")
+	fs.StringVar(&caFile, "ca-bundle", "", "PEM file of the CA certificates now trusted for the peer's name, replacing the current bundle (- reads standard input)")
 	return func(ctx context.Context, c *cli, args []string) error {
 		if address == "" && caFile == "" {
 			return usageErrorf("peer update: give --address, --ca-bundle or both")
@@ -145,7 +155,7 @@ func peerUpdate(fs *flag.FlagSet) func(context.Context, *cli, []string) error {
 		var bundle []byte
 		if caFile != "" {
 			var err error
-			if bundle, err = readSmallFile(caFile, maxCABundleFile); err != nil {
+			if bundle, err = c.readCABundle(caFile); err != nil {
 				return err
 			}
 		}

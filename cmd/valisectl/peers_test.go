@@ -166,3 +166,27 @@ func TestPeerBlockUnblockRemove(t *testing.T) {
 		}
 	}
 }
+
+// TestPeerCABundleFromStdin checks that --ca-bundle - reads the bundle
+// from standard input, and that an oversized input is refused before
+// anything is sent.
+func TestPeerCABundleFromStdin(t *testing.T) {
+	f, dir := startFake(t)
+	ca, fps := writeBundle(t, "root one")
+	pemBytes, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, dir, string(pemBytes), "peer", "add", "b.example", "--address", "b.example:7443", "--ca-bundle", "-")
+	if want := "added peer b.example at b.example:7443\n  trusted CA sha256 " + fps[0] + "\n"; out != want {
+		t.Errorf("stdout = %q, want %q", out, want)
+	}
+	big := strings.Repeat("x", maxCABundleFile+1)
+	code, stdout, stderr := runCLI(t, dir, big, "peer", "add", "c.example", "--address", "c.example:7443", "--ca-bundle", "-")
+	if code != 1 || stdout != "" || !strings.Contains(stderr, "standard input is larger than") {
+		t.Errorf("oversized stdin: exit %d, stdout %q, stderr %q; want 1 and a size error", code, stdout, stderr)
+	}
+	if names := f.peerNames(); !slices.Equal(names, []string{"b.example"}) {
+		t.Errorf("peers = %q, want only b.example", names)
+	}
+}

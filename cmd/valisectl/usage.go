@@ -84,8 +84,9 @@ Command flags:
   --address HOST:PORT   the peer's federation endpoint (peer add: required;
                         peer update)
   --ca-bundle FILE      PEM CA certificates trusted for the peer's name
-                        (peer add: required; peer update; --ca is the
-                        global flag for the admin connection)
+                        (peer add: required; peer update; - reads standard
+                        input; --ca is the global flag for the admin
+                        connection)
   --out FILE            where backup writes the database copy (required)
   --force               let backup replace an existing --out FILE
 

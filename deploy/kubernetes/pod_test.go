@@ -480,8 +480,13 @@ func TestPodRunsNode(t *testing.T) {
 	if out := ctl(pods[1], "", "user", "list"); !strings.Contains(out, "alice") {
 		t.Errorf("user list through the second replica:\n%s\nwant alice, created through the first", out)
 	}
-	if out := ctl(pods[1], "", "peer", "list"); !strings.Contains(out, peerName) {
-		t.Errorf("peer list through the second replica:\n%s\nwant %s, declared in valised.yaml with its CA bundle in valise-peers", out, peerName)
+	// docs/ops/kubernetes.md: kubectl exec -i ... peer add ... --ca-bundle - < CA.
+	ctl(pods[0], string(peerCA), "peer", "add", "ministry-c.example", "--address", "valise.ministry-c.example:7444", "--ca-bundle", "-")
+	out := ctl(pods[1], "", "peer", "list")
+	for _, want := range []string{peerName, "ministry-c.example"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("peer list through the second replica:\n%s\nwant %s (one declared in valised.yaml with its CA bundle in valise-peers, one added with --ca-bundle - through the first replica)", out, want)
+		}
 	}
 
 	fsys := newPodFS(t, spec, c)
