@@ -157,6 +157,15 @@ func checkNodeCert(f *findings, certPath, node string, roots *x509.CertPool, now
 		f.problem("tls.cert_file", "%v", err)
 		return false
 	}
+	checkNodeChain(f, certPath, chain, node, roots, now)
+	return true
+}
+
+// checkNodeChain checks a node certificate chain read from certPath (the
+// leaf first): valid at now, naming node (unless node.name has a
+// problem) and, with roots, verifying against them for server
+// authentication.
+func checkNodeChain(f *findings, certPath string, chain []*x509.Certificate, node string, roots *x509.CertPool, now time.Time) {
 	leaf := chain[0]
 	what := fmt.Sprintf("%s: certificate %q", certPath, leaf.Subject)
 	expired := checkValidity(f, "tls.cert_file", what, leaf, now)
@@ -188,7 +197,40 @@ func checkNodeCert(f *findings, certPath, node string, roots *x509.CertPool, now
 			f.problem("tls.cert_file", "%s does not verify against tls.ca_file for server authentication: %v", certPath, err)
 		}
 	}
-	return true
+}
+
+// reloadCheck returns the check the node applies to every node
+// certificate it loads, at start and on each reload: what `valised check`
+// requires of tls.cert_file (valid now, naming the node, verifying
+// against tls.ca_file as it is at that moment). A certificate that fails
+// it is not used; the node keeps the one it has.
+func reloadCheck(dir string, cfg config.Config) func(*tls.Certificate) error {
+	certPath := config.Path(dir, cfg.TLS.CertFile)
+	caPath := config.Path(dir, cfg.TLS.CAFile)
+	return func(c *tls.Certificate) error {
+		f := newFindings()
+		var roots *x509.CertPool
+		if cas, err := readCerts(caPath); err != nil {
+			f.problem("tls.ca_file", "%v", err)
+		} else {
+			roots = x509.NewCertPool()
+			for _, ca := range cas {
+				roots.AddCert(ca)
+			}
+		}
+		chain := make([]*x509.Certificate, len(c.Certificate))
+		for i, der := range c.Certificate {
+			var err error
+			if chain[i], err = x509.ParseCertificate(der); err != nil {
+				return fmt.Errorf("%s: %w", certPath, err)
+			}
+		}
+		checkNodeChain(f, certPath, chain, cfg.Node.Name, roots, time.Now())
+		if len(f.problems) > 0 {
+			return errors.New(strings.Join(f.problems, "; "))
+		}
+		return nil
+	}
 }
 
 // isExpiredElsewhere reports whether a verification error only says that

@@ -94,6 +94,22 @@ func TestCertRotation(t *testing.T) {
 	if logs := n.logs.String(); !strings.Contains(logs, "certificate reloaded") || !strings.Contains(logs, want.String()) {
 		t.Fatalf("no reload log with the new serial:\nlogs:\n%s", logs)
 	}
+
+	// A certificate from the right CA that names another node is refused
+	// on reload, as `valised check` refuses it at start: the node keeps
+	// presenting the one it has.
+	other, err := ca.IssueServer([]string{"elsewhere.example"}, nil, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAtomic(t, config.Path(n.dir, n.cfg.TLS.KeyFile), other.KeyPEM)
+	writeAtomic(t, config.Path(n.dir, n.cfg.TLS.CertFile), other.CertPEM)
+	eventually(t, 3*certReloadInterval, "the node refuses a certificate for another name", func() bool {
+		return strings.Contains(n.logs.String(), "does not name node localhost")
+	})
+	if got := n.clientSerial(t); got.Cmp(want) != 0 {
+		t.Fatalf("after a certificate for another name: the node presents serial %v, want the kept %v", got, want)
+	}
 	if strings.Contains(n.logs.String(), "PRIVATE KEY") {
 		t.Fatal("logs contain key material")
 	}

@@ -128,7 +128,7 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 	}
 	// One reloader serves every listener: a rotated node.crt/node.key
 	// applies to new handshakes on SIGHUP or within certReloadInterval.
-	certs, err := pki.NewCertReloader(config.Path(dir, cfg.TLS.CertFile), config.Path(dir, cfg.TLS.KeyFile), log)
+	certs, err := pki.NewCertReloader(config.Path(dir, cfg.TLS.CertFile), config.Path(dir, cfg.TLS.KeyFile), log, reloadCheck(dir, cfg))
 	if err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}

@@ -20,18 +20,21 @@ import (
 type CertReloader struct {
 	certFile, keyFile string
 	log               *slog.Logger
+	check             func(*tls.Certificate) error
 	cert              atomic.Pointer[tls.Certificate]
 
 	mu                sync.Mutex // serializes loads; guards the stamps
 	certSeen, keySeen fileStamp  // the files as of the last load attempt
 }
 
-// NewCertReloader loads the pair from certFile and keyFile.
-func NewCertReloader(certFile, keyFile string, log *slog.Logger) (*CertReloader, error) {
+// NewCertReloader loads the pair from certFile and keyFile. check, if not
+// nil, judges every pair loaded (the first one too) after it parsed and
+// matched: a pair it refuses is not used.
+func NewCertReloader(certFile, keyFile string, log *slog.Logger, check func(*tls.Certificate) error) (*CertReloader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log}
+	r := &CertReloader{certFile: certFile, keyFile: keyFile, log: log, check: check}
 	if err := r.Reload(); err != nil {
 		return nil, err
 	}
@@ -45,8 +48,8 @@ func (r *CertReloader) Get() *tls.Certificate { return r.cert.Load() }
 func (r *CertReloader) GetCertificate() (*tls.Certificate, error) { return r.cert.Load(), nil }
 
 // Reload re-reads both files and swaps the certificate only if the new
-// pair parses and the key matches; otherwise the current certificate
-// stays and the error is returned.
+// pair parses, the key matches and the check passes; otherwise the
+// current certificate stays and the error is returned.
 func (r *CertReloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -56,6 +59,11 @@ func (r *CertReloader) Reload() error {
 	c, err := loadPair(r.certFile, r.keyFile)
 	if err != nil {
 		return err
+	}
+	if r.check != nil {
+		if err := r.check(c); err != nil {
+			return fmt.Errorf("pki: %s refused: %w", r.certFile, err)
+		}
 	}
 	r.cert.Store(c)
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ func newReloader(t *testing.T) (r *CertReloader, ca *CA, dir string, logs *syncB
 	dir = t.TempDir()
 	certFile, keyFile := writeLeaf(t, dir, issueLeaf(t, ca))
 	logs = &syncBuf{}
-	r, err = NewCertReloader(certFile, keyFile, slog.New(slog.NewJSONHandler(logs, nil)))
+	r, err = NewCertReloader(certFile, keyFile, slog.New(slog.NewJSONHandler(logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,10 +83,10 @@ func TestNewCertReloaderRefusesBadPair(t *testing.T) {
 	c, k := filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key")
 	writeFile(t, c, []byte("garbage"))
 	writeFile(t, k, []byte("garbage"))
-	if _, err := NewCertReloader(c, k, nil); err == nil {
+	if _, err := NewCertReloader(c, k, nil, nil); err == nil {
 		t.Fatal("NewCertReloader accepted garbage")
 	}
-	if _, err := NewCertReloader(filepath.Join(dir, "missing.crt"), k, nil); err == nil {
+	if _, err := NewCertReloader(filepath.Join(dir, "missing.crt"), k, nil, nil); err == nil {
 		t.Fatal("NewCertReloader accepted a missing file")
 	}
 }
@@ -188,4 +189,42 @@ func TestCertReloaderRunSignal(t *testing.T) {
 	hup <- syscall.SIGHUP
 	waitFor(t, "the signal reload", func() bool { return serialOf(r.Get()) != old })
 	waitFor(t, "the log line", func() bool { return strings.Contains(logs.String(), `"trigger":"signal"`) })
+}
+
+// TestCertReloaderCheck checks that a pair the check refuses is not used,
+// at start or on reload, and that the current certificate stays.
+func TestCertReloaderCheck(t *testing.T) {
+	ca, err := NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile := writeLeaf(t, dir, issueLeaf(t, ca))
+	refuse := false
+	check := func(c *tls.Certificate) error {
+		if refuse {
+			return errors.New("not for this node")
+		}
+		return nil
+	}
+	r, err := NewCertReloader(certFile, keyFile, nil, check)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := r.Get()
+	refuse = true
+	writeLeaf(t, dir, issueLeaf(t, ca))
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "not for this node") {
+		t.Fatalf("Reload of a refused pair = %v, want the check's error", err)
+	}
+	if r.Get() != old {
+		t.Fatal("a refused pair replaced the current certificate")
+	}
+	if _, err := NewCertReloader(certFile, keyFile, nil, check); err == nil {
+		t.Fatal("NewCertReloader used a pair the check refuses")
+	}
+	refuse = false
+	if err := r.Reload(); err != nil || r.Get() == old {
+		t.Fatalf("Reload after the check passes = %v; want the new certificate", err)
+	}
 }
