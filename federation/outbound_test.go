@@ -555,3 +555,85 @@ func TestRateLimitedSenderWaits(t *testing.T) {
 		t.Errorf("dead letters = %+v, %v; want none", dls, err)
 	}
 }
+
+// TestRetryableAnswerKeepsItsPlace checks that an envelope the peer
+// answers as retryable is sent again before the later envelopes of its
+// sending device: the sender records such an answer before it reads the
+// next batch (only answers where every envelope is done with are recorded
+// while the next transaction is in flight).
+func TestRetryableAnswerKeepsItsPlace(t *testing.T) {
+	a, b := pair(t, nodeOpts{outbound: func(c *OutboundConfig) {
+		fastOutbound(c)
+		c.BatchEnvelopes = 5
+	}}, nodeOpts{})
+	var (
+		mu      sync.Mutex
+		held    string   // the envelope answered retryable once
+		arrived []string // envelope ids in the order b committed them
+	)
+	b.setHook(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		r, ok := req.(*federationv1.DeliverTransactionRequest)
+		if !ok {
+			return handler(ctx, req)
+		}
+		mu.Lock()
+		first := held == ""
+		if first {
+			held = r.GetEnvelopes()[0].GetEnvelopeId()
+		}
+		mu.Unlock()
+		if !first {
+			resp, err := handler(ctx, req)
+			if err == nil {
+				mu.Lock()
+				for _, e := range r.GetEnvelopes() {
+					arrived = append(arrived, e.GetEnvelopeId())
+				}
+				mu.Unlock()
+			}
+			return resp, err
+		}
+		// The first transaction: the peer takes all but the first
+		// envelope, which it answers as retryable.
+		rest := &federationv1.DeliverTransactionRequest{Origin: r.GetOrigin(), Destination: r.GetDestination(),
+			TransactionId: r.GetTransactionId() + "-rest", Envelopes: r.GetEnvelopes()[1:]}
+		resp, err := handler(ctx, rest)
+		if err != nil {
+			return nil, err
+		}
+		out := resp.(*federationv1.DeliverTransactionResponse)
+		mu.Lock()
+		for _, e := range rest.GetEnvelopes() {
+			arrived = append(arrived, e.GetEnvelopeId())
+		}
+		mu.Unlock()
+		results := append([]*federationv1.EnvelopeResult{{EnvelopeId: held}}, out.GetResults()...)
+		return &federationv1.DeliverTransactionResponse{Results: results}, nil
+	})
+	aliceDev := a.addUser("alice")
+	bobDev := b.addUser("bob")
+	bob := valise.UserID{Localpart: "bob", Node: nodeB}
+	var msgs []message
+	for i := range 12 {
+		msgs = append(msgs, message{from: "alice", fromDev: aliceDev, to: bob, toDev: bobDev, text: fmt.Sprintf("m%d", i)})
+	}
+	sentIDs := a.send(msgs...)
+	eventually(t, a.outboxEmpty)
+	mu.Lock()
+	defer mu.Unlock()
+	pos := map[string]int{}
+	for i, id := range arrived {
+		pos[id] = i
+	}
+	// The first batch is sentIDs[0:5]; the held envelope sentIDs[0] must
+	// arrive before any envelope of a later batch.
+	h, ok := pos[string(sentIDs[0].id)]
+	if !ok || len(arrived) != len(sentIDs) {
+		t.Fatalf("arrived %d envelopes %v, want all %d", len(arrived), arrived, len(sentIDs))
+	}
+	for _, s := range sentIDs[5:] {
+		if pos[string(s.id)] < h {
+			t.Errorf("envelope %s of a later batch arrived before the retried %s (order %v)", s.id, sentIDs[0].id, arrived)
+		}
+	}
+}

@@ -378,7 +378,7 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 	}
 	s.o.metrics.transactions.WithLabelValues(string(s.dest), outcomeOK).Inc()
 	outcomes := make([]storage.OutboxOutcome, len(envs))
-	progress := false
+	progress, final := false, true
 	for i, r := range resp.GetResults() {
 		outcomes[i].Seq = envs[i].Seq
 		result := resultRetry
@@ -395,6 +395,7 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 			}
 		}
 		progress = progress || result != resultRetry
+		final = final && result != resultRetry
 		s.o.metrics.envelopes.WithLabelValues(string(s.dest), result).Inc()
 	}
 	if !progress {
@@ -403,9 +404,18 @@ func (s *sender) send(ctx context.Context, envs []storage.OutboxEnvelope) error 
 		}
 		return s.failed(ctx, "peer answered every envelope as retryable")
 	}
-	// Record the answer while the next batch is read and sent: the next
+	if !final {
+		// Envelopes to retry stay ahead of the later ones of their
+		// sending devices: record before reading the next batch.
+		if err := s.finish(ctx, outcomes); err != nil {
+			return err
+		}
+		return s.succeeded(ctx)
+	}
+	// Every envelope is done with (delivered or given up): record the
+	// answer while the next batch is read and sent, so the next
 	// transaction's round trip hides this durable write. The peer has
-	// committed these envelopes, so if the recording is lost (a crash)
+	// committed the delivered ones, so if the recording is lost (a crash)
 	// they are sent again and answered DUPLICATE.
 	s.finishAsync(ctx, envs, outcomes)
 	return s.succeeded(ctx)
@@ -418,9 +428,12 @@ func (s *sender) finishAsync(ctx context.Context, envs []storage.OutboxEnvelope,
 		f.seqs[i] = e.Seq
 	}
 	s.finishing = f
+	// A stopping sender still records what the peer answered.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	go func() {
 		defer close(f.done)
-		f.err = s.finish(ctx, outcomes)
+		defer cancel()
+		f.err = s.finish(fctx, outcomes)
 	}()
 }
 
