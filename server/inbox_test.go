@@ -24,6 +24,9 @@ type memInbox struct {
 	gate    chan struct{}
 	entered chan struct{}
 	reads   int // ReadInbox calls
+	// lostAnswer makes the next CommitBatch commit and then fail, as a
+	// commit whose answer was lost does.
+	lostAnswer bool
 }
 
 func (m *memInbox) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.BatchResult, error) {
@@ -42,6 +45,10 @@ func (m *memInbox) CommitBatch(ctx context.Context, b *storage.Batch) (*storage.
 			res.Sends[i].IDs = append(res.Sends[i].IDs, e.ID)
 			res.Sends[i].Deliveries = append(res.Sends[i].Deliveries, storage.Delivery{User: e.Recipient, Device: e.RecipientDevice, Cursor: m.next})
 		}
+	}
+	if m.lostAnswer {
+		m.lostAnswer = false
+		return nil, errors.New("memInbox: connection lost during COMMIT")
 	}
 	return res, nil
 }

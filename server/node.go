@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,7 +56,7 @@ func NewNode(cfg Config, store storage.Store, metrics *Metrics, log *slog.Logger
 		hashSem:  make(chan struct{}, max(2, runtime.NumCPU())),
 		stopping: make(chan struct{}),
 	}
-	n.writer = groupcommit.New(store, groupcommit.Config{Observe: metrics.observeCommit, Committed: n.committed},
+	n.writer = groupcommit.New(store, groupcommit.Config{Observe: metrics.observeCommit, Committed: n.committed, Failed: n.commitFailed},
 		n.log.With("component", "server.groupcommit"))
 	n.loginAddr = ratelimit.NewKeyed(cfg.Limits.Login, n.now)
 	n.loginAccount = ratelimit.NewKeyed(cfg.Limits.Login, n.now)
@@ -123,6 +124,31 @@ func (n *Node) committed(b *storage.Batch, res *storage.BatchResult) {
 		n.metrics.envelopesAccepted.Add(float64(len(r.Deliveries)))
 		n.pushSend(&b.Sends[i], r.Deliveries)
 		dests = append(dests, r.Outbound...)
+	}
+	if len(dests) > 0 && n.cfg.Remote != nil {
+		n.cfg.Remote.Queued(dests)
+	}
+}
+
+// commitFailed wakes, after a group commit that returned an error, the
+// streams of every local device the batch wrote to and the senders of
+// every destination it queued for: the commit may have happened all the
+// same (a lost answer to COMMIT), and then nothing else would wake them,
+// since the callers' retries are replays that write nothing and this
+// store's own PostgreSQL events are skipped. The streams read storage.
+func (n *Node) commitFailed(b *storage.Batch) {
+	var dests []valise.NodeName
+	for i := range b.Sends {
+		op := &b.Sends[i]
+		for _, e := range op.Envelopes {
+			if e.RecipientNode != "" {
+				if !slices.Contains(dests, e.RecipientNode) {
+					dests = append(dests, e.RecipientNode)
+				}
+				continue
+			}
+			n.hub.notify(e.Recipient, e.RecipientDevice)
+		}
 	}
 	if len(dests) > 0 && n.cfg.Remote != nil {
 		n.cfg.Remote.Queued(dests)

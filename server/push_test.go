@@ -164,3 +164,23 @@ func TestStreamOverrunReadsStorage(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 }
+
+// TestStreamWokenAfterCommitWithLostAnswer checks that a send whose commit
+// happened but answered an error (a lost answer to COMMIT) still reaches
+// an open stream: the sender's retry is a replay that writes nothing, so
+// only the failed commit itself can wake the stream.
+func TestStreamWokenAfterCommitWithLostAnswer(t *testing.T) {
+	store := &memInbox{}
+	n := newTestNode(t, store)
+	got, _ := streamInto(t, n, Caller{User: "bob", Device: devB})
+	waitCaughtUp(t, n, store, 1)
+	store.mu.Lock()
+	store.lostAnswer = true
+	store.mu.Unlock()
+	_, err := n.Send(t.Context(), Caller{User: "alice", Device: devA}, "k1",
+		[]OutgoingEnvelope{{RecipientUser: "bob", RecipientDevice: string(devB), Ciphertext: []byte("m1")}})
+	if err == nil {
+		t.Fatal("the send of a commit that answered an error succeeded")
+	}
+	recvBodies(t, got, 0, "m1")
+}

@@ -42,6 +42,13 @@ type Config struct {
 	// ends mid-commit. It must not block, and must not modify or keep b's
 	// slices beyond the envelopes' ciphertexts, which it may hold.
 	Committed func(b *storage.Batch, res *storage.BatchResult)
+	// Failed, if set, is called by the writer after a commit that
+	// returned an error, before the callers are answered. The commit may
+	// have happened all the same (the answer to COMMIT was lost), and the
+	// callers' retries would then be replays that write nothing, so work
+	// that follows a commit must be done conservatively here (waking the
+	// recipients' streams to read storage). It must not block.
+	Failed func(b *storage.Batch)
 }
 
 // Writer is the group-commit writer. Create it with New, start Run, then
@@ -204,6 +211,9 @@ func (w *Writer) commit(ctx context.Context, batch []*request, envelopes int) {
 	}
 	if err != nil {
 		w.log.ErrorContext(ctx, "group commit failed", "ops", len(batch), "envelopes", envelopes, "err", err)
+		if w.cfg.Failed != nil {
+			w.cfg.Failed(b)
+		}
 	} else if w.cfg.Committed != nil && len(res.Sends) > 0 {
 		w.cfg.Committed(b, res)
 	}
