@@ -70,7 +70,10 @@ func TestFederationCARotation(t *testing.T) {
 	}
 	talk("b trusts both CAs")
 
-	// 2. a's node certificate now comes from the new CA, reloaded live.
+	// 2. a trusts both CAs in its own ca.crt (what it gives its clients,
+	// and what its node certificate must verify against), then its node
+	// certificate comes from the new CA, reloaded live.
+	writeAtomic(t, filepath.Join(a.dir, "ca.crt"), append(append([]byte{}, oldCA...), newCA.CertPEM()...))
 	leaf, err := newCA.IssueServer([]string{"a.example"}, nil, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
