@@ -125,16 +125,31 @@ func (n *Node) NewAdminServer(creds credentials.TransportCredentials) *grpc.Serv
 		timeout: n.cfg.GRPC.UnaryTimeout,
 		auth:    adminAuth,
 	}
-	opts := append(ServerOptions(n.cfg.GRPC),
+	l := n.cfg.GRPC
+	opts := append(ServerOptions(l),
 		grpc.Creds(creds),
 		grpc.ChainUnaryInterceptor(ic.unary),
 		grpc.ChainStreamInterceptor(ic.stream),
+		// As every listener, but a call in progress when the connection
+		// reaches its maximum age may finish within AdminStreamGrace
+		// rather than the usual grace: a backup of a large database
+		// streams for longer than an hour.
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  l.KeepaliveTime,
+			Timeout:               l.KeepaliveTimeout,
+			MaxConnectionAge:      l.MaxConnectionAge,
+			MaxConnectionAgeGrace: max(l.MaxConnectionGrace, AdminStreamGrace),
+		}),
 	)
 	s := grpc.NewServer(opts...)
 	adminv1.RegisterAdminServiceServer(s, &adminService{n: n})
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	return s
 }
+
+// AdminStreamGrace is how long an admin call (a backup) may go on after
+// its connection reached its maximum age.
+const AdminStreamGrace = 24 * time.Hour
 
 // FederationTimeout is the deadline of every call on the federation
 // listener: a transaction of up to 100 envelopes commits well within it.

@@ -120,10 +120,20 @@ func receiveBackup(ctx context.Context, c *cli, out string, force bool) (*adminv
 	} else {
 		// A link fails if out appeared meanwhile: never replace a file
 		// without --force.
-		if err = os.Link(tmp, out); err == nil {
+		switch err = os.Link(tmp, out); {
+		case err == nil:
 			os.Remove(tmp)
-		} else if errors.Is(err, fs.ErrExist) {
+		case errors.Is(err, fs.ErrExist):
 			err = fmt.Errorf("%s exists; pass --force to replace it", out)
+		default:
+			// A file system without hard links (FAT, some network
+			// shares): check, then rename. Only a file created in
+			// between could be replaced.
+			if _, lerr := os.Lstat(out); lerr == nil {
+				err = fmt.Errorf("%s exists; pass --force to replace it", out)
+			} else {
+				err = os.Rename(tmp, out)
+			}
 		}
 	}
 	if err != nil {

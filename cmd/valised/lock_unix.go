@@ -25,3 +25,22 @@ func lockDataDir(dir string) (func(), error) {
 	}
 	return func() { f.Close() }, nil
 }
+
+// chownLikeDir gives path the owner and group of dir when this process
+// runs as root, so that files root writes into a node's data directory
+// (restore run right after `systemctl stop`) stay usable by the node's
+// user. Otherwise it does nothing.
+func chownLikeDir(path, dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	return os.Chown(path, int(st.Uid), int(st.Gid))
+}

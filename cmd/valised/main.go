@@ -26,7 +26,8 @@
 // else the client listener over TLS 1.3 trusting the data directory's CA
 // with the node name as server name. --service "" (the default) asks
 // whether the node serves, --service valise.ready whether its database
-// answers; --timeout bounds the probe (default 3s).
+// answers (served on listen.health only); --timeout bounds the probe
+// (default 3s).
 //
 // restore puts a backup made by "valisectl backup" back as a stopped
 // SQLite node's database (checked, written atomically, a replaced database

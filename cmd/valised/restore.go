@@ -43,6 +43,11 @@ func cmdRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("restore: %w (stop it first)", err)
 	}
 	defer unlock()
+	// Run as root (as after `systemctl stop`), restore leaves what it
+	// writes to the data directory's owner, the node's user.
+	if err := chownLikeDir(filepath.Join(*dir, "valised.lock"), *dir); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	db := config.Path(*dir, cfg.Storage.SQLite.Path)
 	res, err := restoreSQLite(ctx, db, *from, *force, time.Now())
 	if err != nil {
@@ -66,17 +71,33 @@ type restoreResult struct {
 }
 
 // restoreSQLite copies the backup from into a temporary file beside db,
-// checks it (sqlite.CheckFile) and syncs it, moves an existing database
-// (with its -wal and -shm files) aside as db.TIMESTAMP.bak when force is
-// set, and renames the copy to db. The caller holds the data directory's
-// lock.
+// checks it (sqlite.CheckFile) and syncs it, keeps an existing database
+// as db.TIMESTAMP.bak when force is set, and renames the copy to db. The
+// caller holds the data directory's lock.
+//
+// db always names a whole database: the existing one is first
+// checkpointed (its write-ahead log folded into the file, so the file
+// alone is the database and no -wal of it can meet the restored file),
+// then kept under the .bak name as a hard link, and only then replaced by
+// one rename. A crash at any point leaves either the old database or the
+// restored one at db, and the old one at the .bak name once it was made.
 func restoreSQLite(ctx context.Context, db, from string, force bool, now time.Time) (restoreResult, error) {
+	// A backup with a non-empty write-ahead log beside it (a copy of a
+	// database that was not checkpointed) would lose the log's
+	// transactions: the copy takes the main file only.
+	if fi, err := os.Stat(from + "-wal"); err == nil && fi.Size() > 0 {
+		return restoreResult{}, fmt.Errorf("restore: %s-wal is beside %s: the file alone lacks the transactions in that log (restore a backup made with valisectl backup, which has none)", from, from)
+	}
+	removeStaleRestores(db)
 	existing := false
-	for _, p := range []string{db, db + "-wal"} {
-		if _, err := os.Lstat(p); err == nil {
-			existing = true
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return restoreResult{}, fmt.Errorf("restore: %w", err)
+	if _, err := os.Lstat(db); err == nil {
+		existing = true
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return restoreResult{}, fmt.Errorf("restore: %w", err)
+	}
+	if !existing {
+		if _, err := os.Lstat(db + "-wal"); err == nil {
+			return restoreResult{}, fmt.Errorf("restore: %s-wal exists without %s: move it away first", db, db)
 		}
 	}
 	if existing && !force {
@@ -99,19 +120,32 @@ func restoreSQLite(ctx context.Context, db, from string, force bool, now time.Ti
 	if err != nil {
 		return restoreResult{}, fmt.Errorf("restore: %s: %w", from, err)
 	}
+	if err := chownLikeDir(tmp, filepath.Dir(db)); err != nil {
+		return restoreResult{}, fmt.Errorf("restore: %w", err)
+	}
 	var res restoreResult
 	res.version, res.pending = st.Current, len(st.Pending)
 	if existing {
-		res.kept = fmt.Sprintf("%s.%s.bak", db, now.UTC().Format("20060102T150405Z"))
-		for _, suffix := range []string{"", "-wal", "-shm"} {
-			if err := os.Rename(db+suffix, res.kept+suffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return restoreResult{}, fmt.Errorf("restore: keep the previous database: %w", err)
-			}
+		if err := sqlite.Checkpoint(ctx, db); err != nil {
+			return restoreResult{}, fmt.Errorf("restore: fold the existing database's log into it (nothing changed): %w", err)
 		}
-	} else {
+		if fi, err := os.Stat(db + "-wal"); err == nil && fi.Size() > 0 {
+			return restoreResult{}, fmt.Errorf("restore: %s-wal is not empty after a checkpoint (nothing changed)", db)
+		}
+		os.Remove(db + "-wal")
 		os.Remove(db + "-shm")
+		res.kept = fmt.Sprintf("%s.%s.bak", db, now.UTC().Format("20060102T150405Z"))
+		if err := os.Link(db, res.kept); err != nil {
+			return restoreResult{}, fmt.Errorf("restore: keep the existing database as %s (nothing changed): %w", res.kept, err)
+		}
+		if err := syncDir(filepath.Dir(db)); err != nil {
+			return restoreResult{}, fmt.Errorf("restore: %w (the existing database is still in place, and kept as %s)", err, res.kept)
+		}
 	}
 	if err := os.Rename(tmp, db); err != nil {
+		if res.kept != "" {
+			return restoreResult{}, fmt.Errorf("restore: %w (the existing database is still in place, and kept as %s)", err, res.kept)
+		}
 		return restoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	ok = true
@@ -119,6 +153,15 @@ func restoreSQLite(ctx context.Context, db, from string, force bool, now time.Ti
 		return restoreResult{}, fmt.Errorf("restore: %w", err)
 	}
 	return res, nil
+}
+
+// removeStaleRestores removes the temporary copies an interrupted restore
+// left beside db. The caller holds the data directory's lock.
+func removeStaleRestores(db string) {
+	stale, _ := filepath.Glob(db + ".restore-*.tmp")
+	for _, p := range stale {
+		removeDB(p)
+	}
 }
 
 // copyToTemp copies from into a new synced file (mode 0600) beside db and

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -78,4 +79,31 @@ func CheckFile(ctx context.Context, path string) (storage.SchemaStatus, error) {
 		st.Pending = append(st.Pending, storage.Migration{Version: int64(m.version), Name: m.name})
 	}
 	return st, nil
+}
+
+// Checkpoint folds the write-ahead log of the database at path into the
+// database file and empties it (PRAGMA wal_checkpoint(TRUNCATE)), so that
+// the file alone holds every committed transaction. No other process may
+// have the database open. A missing database is an error: opening it
+// would create an empty one.
+func Checkpoint(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	}
+	if strings.ContainsAny(path, "?#") {
+		return fmt.Errorf("sqlite: checkpoint: invalid database path %q", path)
+	}
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return fmt.Errorf("sqlite: checkpoint %s: %w", path, err)
+	}
+	defer db.Close()
+	var busy, logFrames, checkpointed int
+	if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &checkpointed); err != nil {
+		return fmt.Errorf("sqlite: checkpoint %s: %w", path, err)
+	}
+	if busy != 0 {
+		return fmt.Errorf("sqlite: checkpoint %s: the database is in use", path)
+	}
+	return db.Close()
 }
