@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -169,5 +170,52 @@ func TestReceiveCrashAfterHistory(t *testing.T) {
 	}
 	if n.inboxLen(bob.DeviceID()) != 0 {
 		t.Error("the redelivered envelopes were not acknowledged")
+	}
+}
+
+// TestReceiveResumeFromHistory follows the recipe of Receive's doc: after
+// a handler error, the messages stored but not handled are taken from the
+// history after the last one handled, then Receive hands over the rest;
+// every message is processed exactly once.
+func TestReceiveResumeFromHistory(t *testing.T) {
+	n := startFakeNode(t)
+	alice := login(t, n, "alice", nil)
+	bob := login(t, n, "bob", nil)
+	const total = 20
+	want := ""
+	for i := range total {
+		body := fmt.Sprintf("m%03d", i)
+		if _, err := alice.Send(t.Context(), "bob", []byte(body), SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		want += "," + body
+	}
+	var processed []Message
+	stop := errors.New("handler gave up")
+	err := bob.Receive(t.Context(), ReceiveOptions{Idle: 300 * time.Millisecond}, func(m Message) error {
+		if len(processed) == 3 {
+			return stop
+		}
+		processed = append(processed, m)
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("receive: %v, want the handler's error", err)
+	}
+	last := processed[len(processed)-1].ID
+	h, err := bob.History("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(h, func(m Message) bool { return m.ID == last })
+	for _, m := range h[i+1:] {
+		if m.Envelope != "" {
+			processed = append(processed, m)
+		}
+	}
+	msgs, _ := receiveAll(t, bob)
+	processed = append(processed, msgs...)
+	if got := "," + bodies(processed); got != want {
+		t.Errorf("processed %q,\nwant %q", got, want)
 	}
 }
