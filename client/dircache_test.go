@@ -83,6 +83,16 @@ func TestDirectoryTTLBounds(t *testing.T) {
 	}
 }
 
+// ttlClients starts a node with alice, whose Send caches directories for
+// a minute of a clock that does not move, and bob.
+func ttlClients(t *testing.T) (*fakeNode, *Client, *Client) {
+	t.Helper()
+	n := startFakeNode(t)
+	clock := newFakeClock()
+	alice := login(t, n, "alice", func(c *Config) { c.DirectoryTTL = time.Minute; c.Now = clock.Now })
+	return n, alice, login(t, n, "bob", nil)
+}
+
 // verifyUser verifies user's current devices from c.
 func verifyUser(t *testing.T, c *Client, user string) {
 	t.Helper()
@@ -116,10 +126,7 @@ func bobTrust(t *testing.T, alice *Client) map[string]Trust {
 // pin.
 func TestDirectoryTTLVerifyChangedKey(t *testing.T) {
 	for _, accept := range []bool{false, true} {
-		n := startFakeNode(t)
-		clock := newFakeClock()
-		alice := login(t, n, "alice", func(c *Config) { c.DirectoryTTL = time.Minute; c.Now = clock.Now })
-		bob := login(t, n, "bob", nil)
+		n, alice, bob := ttlClients(t)
 		if _, err := alice.Send(t.Context(), "bob", []byte("pin"), SendOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -182,10 +189,7 @@ func TestDirectoryTTLPinsChangedElsewhere(t *testing.T) {
 // TestDirectoryTTLVerifyDropsGoneDevice: a device gone when the user is
 // verified is not pinned again from a directory cached before.
 func TestDirectoryTTLVerifyDropsGoneDevice(t *testing.T) {
-	n := startFakeNode(t)
-	clock := newFakeClock()
-	alice := login(t, n, "alice", func(c *Config) { c.DirectoryTTL = time.Minute; c.Now = clock.Now })
-	bob := login(t, n, "bob", nil)
+	n, alice, bob := ttlClients(t)
 	bob2 := login(t, n, "bob", nil)
 	if _, err := alice.Send(t.Context(), "bob", []byte("pin"), SendOptions{}); err != nil {
 		t.Fatal(err)
@@ -212,10 +216,7 @@ func TestDirectoryTTLVerifyDropsGoneDevice(t *testing.T) {
 // verify) forgets the cached directories, so the next send asks again.
 func TestDirectoryTTLFailedSendForgets(t *testing.T) {
 	t.Run("revoked", func(t *testing.T) {
-		n := startFakeNode(t)
-		clock := newFakeClock()
-		alice := login(t, n, "alice", func(c *Config) { c.DirectoryTTL = time.Minute; c.Now = clock.Now })
-		bob := login(t, n, "bob", nil)
+		n, alice, bob := ttlClients(t)
 		bob2 := login(t, n, "bob", nil)
 		if _, err := alice.Send(t.Context(), "bob", []byte("both"), SendOptions{}); err != nil {
 			t.Fatal(err)
@@ -235,10 +236,7 @@ func TestDirectoryTTLFailedSendForgets(t *testing.T) {
 		}
 	})
 	t.Run("bad keys", func(t *testing.T) {
-		n := startFakeNode(t)
-		clock := newFakeClock()
-		alice := login(t, n, "alice", func(c *Config) { c.DirectoryTTL = time.Minute; c.Now = clock.Now })
-		bob := login(t, n, "bob", nil)
+		n, alice, bob := ttlClients(t)
 		n.mu.Lock()
 		d := n.byID[bob.DeviceID()]
 		good := d.signed
