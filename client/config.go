@@ -75,8 +75,10 @@ type Config struct {
 	// delay it answered passes (the signed prekey is used meanwhile, as
 	// it would be). Pins are still checked and every prekey signature
 	// verified on each Send; a new device or a changed key shows up in
-	// Send at most DirectoryTTL late; a failed send forgets the cached
-	// answers. Default 0: every Send asks the node. At most
+	// Send at most DirectoryTTL late; any failed send forgets the cached
+	// answers, and so does Verify. A cached answer that disagrees with
+	// the pins is asked again before a key change is reported or
+	// accepted. Default 0: every Send asks the node. At most
 	// MaxDirectoryTTL. For busy senders such as the valise-bench load
 	// generator.
 	DirectoryTTL time.Duration

@@ -194,6 +194,9 @@ func (c *Client) Verify(ctx context.Context, user, fingerprint string) error {
 	if u == c.user {
 		delete(keys, c.device)
 	}
+	// A directory Send cached before may show keys older than those just
+	// verified: it must not be checked against the new pins.
+	defer c.forgetDirectories(u)
 	return c.store.update(func(st *state, _ *secrets) error {
 		verifyPins(st, u.String(), keys, c.cfg.Now())
 		return nil

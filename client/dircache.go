@@ -34,22 +34,23 @@ type cachedDir struct {
 }
 
 // sendDirectory is directory for Send: with Config.DirectoryTTL set, an
-// answer younger than the TTL is reused.
-func (c *Client) sendDirectory(ctx context.Context, user valise.UserID) ([]dirDevice, error) {
+// answer younger than the TTL is reused (cached is then true).
+func (c *Client) sendDirectory(ctx context.Context, user valise.UserID) (devs []dirDevice, cached bool, err error) {
 	ttl := c.cfg.DirectoryTTL
 	if ttl <= 0 {
-		return c.directory(ctx, user)
+		devs, err = c.directory(ctx, user)
+		return devs, false, err
 	}
 	now := c.cfg.Now()
 	c.cache.mu.Lock()
 	e, ok := c.cache.dirs[user]
 	c.cache.mu.Unlock()
 	if ok && now.Sub(e.fetched) < ttl && !now.Before(e.fetched) {
-		return e.devs, nil
+		return e.devs, true, nil
 	}
-	devs, err := c.directory(ctx, user)
+	devs, err = c.directory(ctx, user)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c.cache.mu.Lock()
 	if c.cache.dirs == nil {
@@ -57,11 +58,13 @@ func (c *Client) sendDirectory(ctx context.Context, user valise.UserID) ([]dirDe
 	}
 	c.cache.dirs[user] = cachedDir{devs: devs, fetched: now}
 	c.cache.mu.Unlock()
-	return devs, nil
+	return devs, false, nil
 }
 
-// forgetDirectories drops the cached directories of users, after a send
-// to them failed (a device may be gone).
+// forgetDirectories drops the cached directories of users: after a send
+// to them failed (a device may be gone), after their pins changed from a
+// fresh directory (Verify), and when a cached answer conflicts with their
+// pins.
 func (c *Client) forgetDirectories(users ...valise.UserID) {
 	c.cache.mu.Lock()
 	defer c.cache.mu.Unlock()

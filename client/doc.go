@@ -25,7 +25,15 @@
 // Receive handles the envelopes that arrive together (up to 64) as one
 // batch: each is opened against one snapshot of the state, then all are
 // stored in one update (one sync of the history, the seen ids and the
-// state) before the handler sees them. Send asks the node for the
+// state) before the handler sees them. A stored message is never passed
+// to the handler again: when the handler returns an error, or the process
+// crashes after a batch is stored and before the handler ran for all of
+// it, the rest of that batch (up to 63 messages) is in the history but
+// was not passed to the handler. An application that must process every
+// message records, durably, the id (and envelope id) of the last message
+// its handler finished with and, before calling Receive, processes the
+// received messages (Message.Envelope set) that History stores after it.
+// Send asks the node for the
 // recipient's keys before every message unless Config.DirectoryTTL lets
 // it reuse them for a short time (a load generator's setting, see
 // docs/E2EE.md "Key lifecycle").

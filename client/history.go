@@ -167,10 +167,11 @@ func eachLine(r io.Reader, f func([]byte)) error {
 	}
 }
 
-// historyTailIDs returns the ids of the messages in the last bytes of the
-// history: a crash between storing a message and recording its id as seen
-// leaves it there.
-func historyTailIDs(dir string, bytesBack int64) ([]string, error) {
+// historyTailIDs returns the ids of the messages in the last lines of the
+// history, at least minLines whole lines and at least minBytes bytes (or
+// the whole history when shorter): a crash between storing messages and
+// recording their ids as seen leaves them there.
+func historyTailIDs(dir string, minLines int, minBytes int64) ([]string, error) {
 	f, err := os.Open(filepath.Join(dir, historyFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -183,7 +184,10 @@ func historyTailIDs(dir string, bytesBack int64) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	off := max(fi.Size()-bytesBack, 0)
+	off, err := tailOffset(f, fi.Size(), minLines, minBytes)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		return nil, err
 	}
@@ -197,4 +201,36 @@ func historyTailIDs(dir string, bytesBack int64) ([]string, error) {
 		}
 	})
 	return ids, err
+}
+
+// tailOffset returns where, in a file of size bytes, the last minLines
+// whole lines start, moved back to at least minBytes from the end: just
+// after a newline, or 0.
+func tailOffset(f io.ReaderAt, size int64, minLines int, minBytes int64) (int64, error) {
+	buf := make([]byte, 64<<10)
+	// A last line cut by a crash (no newline at its end) counts as a
+	// line too: one more newline is looked for than lines wanted.
+	newlines := 0
+	for end := size; end > 0; {
+		start := max(end-int64(len(buf)), 0)
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		for i := len(chunk) - 1; i >= 0; i-- {
+			if chunk[i] != '\n' {
+				continue
+			}
+			pos := start + int64(i) + 1
+			if pos == size {
+				continue // the newline ending the last line
+			}
+			newlines++
+			if newlines > minLines && size-pos >= minBytes {
+				return pos, nil
+			}
+		}
+		end = start
+	}
+	return 0, nil
 }

@@ -139,3 +139,30 @@ func TestSeenReconcilesAndCompacts(t *testing.T) {
 		t.Errorf("seen mode = %o, want 600", got)
 	}
 }
+
+// TestTailOffset: the scan back starts at a line start, with at least
+// the lines and bytes asked for after it (a last line cut by a crash not
+// counting as one).
+func TestTailOffset(t *testing.T) {
+	for _, tc := range []struct {
+		file     string
+		lines    int
+		bytes    int64
+		want     int64
+		wantTail string
+	}{
+		{"aa\nbb\ncc\n", 1, 0, 3, "bb\ncc\n"},
+		{"aa\nbb\ncc\n", 2, 0, 0, "aa\nbb\ncc\n"},
+		{"aa\nbb\ncc\n", 5, 0, 0, "aa\nbb\ncc\n"},
+		{"aa\nbb\ncc", 1, 0, 3, "bb\ncc"},
+		{"aa\nbb\ncc\n", 0, 4, 3, "bb\ncc\n"},
+		{"aa\nbb\ncc\n", 0, 7, 0, "aa\nbb\ncc\n"},
+		{"", 3, 1 << 20, 0, ""},
+		{strings.Repeat("x", 100<<10) + "\n" + strings.Repeat("y", 100<<10) + "\nz\n", 1, 0, 100<<10 + 1, strings.Repeat("y", 100<<10) + "\nz\n"},
+	} {
+		got, err := tailOffset(strings.NewReader(tc.file), int64(len(tc.file)), tc.lines, tc.bytes)
+		if err != nil || got != tc.want || tc.file[got:] != tc.wantTail {
+			t.Errorf("tailOffset(%.20q, %d lines, %d bytes) = %d, %v; want %d", tc.file, tc.lines, tc.bytes, got, err, tc.want)
+		}
+	}
+}

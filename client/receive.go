@@ -58,14 +58,24 @@ const (
 //
 // Without opts.Follow, Receive returns nil once no envelope arrived for
 // opts.Idle. With it, Receive runs until ctx ends and returns ctx.Err().
-// An error from handle stops Receive and is returned; the message stays
-// in the history, as do the messages stored in the same batch after it,
-// which handle does not see.
 //
 // Envelopes that arrive together (up to 64) are handled as one batch:
 // opened against one snapshot of the state, then stored in one update
 // (one sync of the history, the seen ids and the state for all of them)
-// before handle sees any of them.
+// before handle sees any of them. Receive never passes a stored message
+// to handle again, so handle may miss messages that are in the history:
+//
+//   - An error from handle stops Receive and is returned. The message
+//     stays in the history, and so do the rest of its batch (up to 63
+//     messages), which handle is not called with.
+//   - A crash (or kill) after a batch is stored and before handle ran for
+//     all of it leaves the same: the messages are in the history, and the
+//     next Receive does not pass them to handle.
+//
+// An application that must process every message keeps, durably, the ID
+// (and Envelope) of the last message its handler finished with, and
+// before each Receive reads History("") and processes the received
+// messages (Envelope not empty) stored after that one.
 func (c *Client) Receive(ctx context.Context, opts ReceiveOptions, handle func(Message) error) error {
 	if opts.Idle <= 0 {
 		opts.Idle = DefaultIdle

@@ -25,6 +25,12 @@ const seenMargin = 24 * time.Hour
 // is at most the time it was seen plus that skew.
 const senderSkew = time.Hour
 
+// seenRecoverLines is how many of the last history lines loadSeen reads
+// back for ids a crash kept from the seen file: a whole batch of Receive
+// (maxBatch lines, stored before their ids), with room for as many lines
+// more appended by sends after the crash and before the next Receive.
+const seenRecoverLines = 2 * maxBatch
+
 // expireEvery is how often a long Receive forgets expired ids.
 const expireEvery = time.Hour
 
@@ -88,8 +94,10 @@ func (c *Client) seenHorizon(now time.Time) time.Time {
 	return h
 }
 
-// loadSeen reads the seen ids, adding those at the end of the history: a
-// crash may have stored a message without recording its id. It forgets
+// loadSeen reads the seen ids, adding those of the last seenRecoverLines
+// lines (and last MiB) of the history: a crash may have stored a batch of
+// messages without recording their ids (nor the cursor and the used
+// one-time prekeys, so the node sends them again and they open). It forgets
 // the ids seen before horizon(now()) and keeps at most max.
 func loadSeen(dir string, limit int, now func() time.Time, horizon func(time.Time) time.Time) (*seenSet, error) {
 	s := &seenSet{dir: dir, max: limit, now: now, horizon: horizon, ids: map[string]int64{}}
@@ -123,7 +131,7 @@ func loadSeen(dir string, limit int, now func() time.Time, horizon func(time.Tim
 	case !os.IsNotExist(err):
 		return nil, fmt.Errorf("client: seen: %w", err)
 	}
-	tail, err := historyTailIDs(dir, 1<<20)
+	tail, err := historyTailIDs(dir, seenRecoverLines, 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("client: history: %w", err)
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -55,12 +56,18 @@ type target struct {
 // time, refuses devices whose identity key changed unless
 // opts.AcceptChangedKeys, verifies every prekey's signature, and appends
 // the message to the history once the node has it.
-func (c *Client) Send(ctx context.Context, to string, body []byte, opts SendOptions) (SendResult, error) {
-	var res SendResult
+func (c *Client) Send(ctx context.Context, to string, body []byte, opts SendOptions) (res SendResult, err error) {
 	toU, err := c.parseUser(to)
 	if err != nil {
 		return res, err
 	}
+	defer func() {
+		if err != nil {
+			// A device may be gone, or its keys replaced: whatever
+			// failed, the next send asks the node again.
+			c.forgetDirectories(toU, c.user)
+		}
+	}()
 	payload, err := encodePayload(toU.String(), body)
 	if err != nil {
 		return res, err
@@ -120,7 +127,6 @@ func (c *Client) Send(ctx context.Context, to string, body []byte, opts SendOpti
 		return rpc.SendEnvelopes(ctx, &clientv1.SendEnvelopesRequest{IdempotencyKey: res.IdempotencyKey, Envelopes: envs})
 	})
 	if err != nil {
-		c.forgetDirectories(toU, c.user)
 		return res, fmt.Errorf("client: send (idempotency key %s): %w", res.IdempotencyKey, err)
 	}
 	res.EnvelopeIDs = resp.GetEnvelopeIds()
@@ -145,17 +151,39 @@ func hasUser(envs []*clientv1.OutgoingEnvelope, u valise.UserID) bool {
 
 // targets returns the devices to seal to, the recipient's and the
 // caller's own other ones, after checking them against the pins.
+//
+// A cached directory (Config.DirectoryTTL) is used only while it agrees
+// with the pins: when it shows a key other than a pinned one, or a
+// device that is not pinned (the pins changed since it was fetched, by a
+// Verify for instance), it is forgotten and the directory asked again, so
+// that a key change is never reported nor accepted from cached data.
 func (c *Client) targets(ctx context.Context, to valise.UserID, accept bool) ([]target, []Warning, error) {
 	users := []valise.UserID{to}
 	if to != c.user {
 		users = append(users, c.user)
 	}
-	devs := map[valise.UserID][]dirDevice{}
-	for _, u := range users {
-		d, err := c.sendDirectory(ctx, u)
-		if err != nil {
-			return nil, nil, err
+	for attempt := 0; ; attempt++ {
+		out, warnings, stale, err := c.checkTargets(ctx, users, accept)
+		if len(stale) == 0 || attempt > 0 {
+			return out, warnings, err
 		}
+		c.forgetDirectories(stale...)
+	}
+}
+
+// checkTargets is one try of targets. Nothing is pinned and stale names
+// the users to look up again when a cached directory conflicts with the
+// pins.
+func (c *Client) checkTargets(ctx context.Context, users []valise.UserID, accept bool) (out []target, warnings []Warning, stale []valise.UserID, err error) {
+	to := users[0]
+	devs := map[valise.UserID][]dirDevice{}
+	cached := map[valise.UserID]bool{}
+	for _, u := range users {
+		d, fromCache, err := c.sendDirectory(ctx, u)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cached[u] = fromCache
 		for _, dev := range d {
 			if u == c.user && dev.ID == c.device {
 				continue
@@ -165,12 +193,19 @@ func (c *Client) targets(ctx context.Context, to valise.UserID, accept bool) ([]
 	}
 	if len(devs[to]) == 0 {
 		if to == c.user {
-			return nil, nil, fmt.Errorf("client: %s has no other device with keys to send to", to)
+			return nil, nil, nil, fmt.Errorf("client: %s has no other device with keys to send to", to)
 		}
-		return nil, nil, fmt.Errorf("client: %s has no device with keys (has the user logged in?)", to)
+		return nil, nil, nil, fmt.Errorf("client: %s has no device with keys (has the user logged in?)", to)
 	}
-	var warnings []Warning
-	err := c.store.update(func(st *state, _ *secrets) error {
+	err = c.store.update(func(st *state, _ *secrets) error {
+		for _, u := range users {
+			if cached[u] && conflictsWithPins(st, u.String(), devs[u]) {
+				stale = append(stale, u)
+			}
+		}
+		if len(stale) > 0 {
+			return errStaleDirectory // save nothing
+		}
 		var errs []error
 		for _, u := range users {
 			w, changed := applyPins(st, u.String(), identities(devs[u]), accept, c.cfg.Now())
@@ -181,16 +216,35 @@ func (c *Client) targets(ctx context.Context, to valise.UserID, accept bool) ([]
 		}
 		return errors.Join(errs...)
 	})
-	if err != nil {
-		return nil, warnings, err
+	if len(stale) > 0 {
+		return nil, nil, stale, err
 	}
-	var out []target
+	if err != nil {
+		return nil, warnings, nil, err
+	}
 	for _, u := range users {
 		for _, d := range devs[u] {
 			out = append(out, target{user: u, dev: d})
 		}
 	}
-	return out, warnings, nil
+	return out, warnings, nil, nil
+}
+
+// errStaleDirectory aborts a state update in checkTargets: a cached
+// directory conflicts with the pins.
+var errStaleDirectory = errors.New("client: the cached key directory conflicts with the pins")
+
+// conflictsWithPins reports whether a cached directory of user shows a
+// device that is not pinned or a key other than the pinned one. Every
+// device of a cached directory was pinned when it was fetched (a send
+// that pinned nothing forgets it), so either means the pins changed since.
+func conflictsWithPins(st *state, user string, devs []dirDevice) bool {
+	for _, d := range devs {
+		if p := st.Pins[user][d.ID]; p == nil || !bytes.Equal(p.IdentityKey, d.Identity) {
+			return true
+		}
+	}
+	return false
 }
 
 // recipientKey claims a one-time prekey of t's device, or takes its
