@@ -50,6 +50,10 @@ func (n *Node) BackupDatabase(ctx context.Context, actor string, send func(chunk
 		return BackupInfo{}, &valise.Error{Kind: valise.KindPrecondition,
 			Public: "this node stores its data in PostgreSQL: back it up with pg_dump -Fc (see docs/ops/backups.md)", Err: err}
 	}
+	if errors.Is(err, storage.ErrNoSpace) {
+		// The sizes and the directory are the admin's own; say them.
+		return BackupInfo{}, &valise.Error{Kind: valise.KindPrecondition, Public: "not enough disk space for a backup: " + err.Error(), Err: err}
+	}
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("backup: %w", err)
 	}

@@ -140,6 +140,14 @@ func TestBackupDatabaseRefusals(t *testing.T) {
 			t.Errorf("BackupDatabase: %v, want KindPrecondition naming pg_dump", err)
 		}
 	})
+	t.Run("no space", func(t *testing.T) {
+		store := &backupStore{err: fmt.Errorf("%w in /var/lib/valise for the backup's temporary copy: 10 MiB free, 100 MiB needed", storage.ErrNoSpace)}
+		_, _, err := collect(backupNode(store))
+		var ve *valise.Error
+		if !errors.As(err, &ve) || ve.Kind != valise.KindPrecondition || !strings.Contains(ve.Public, "10 MiB free, 100 MiB needed") {
+			t.Errorf("BackupDatabase: %v, want KindPrecondition with the sizes", err)
+		}
+	})
 	t.Run("no backup support", func(t *testing.T) {
 		type plain struct{ storage.Store }
 		if _, _, err := collect(backupNode(plain{})); valise.KindOf(err) != valise.KindPrecondition {

@@ -25,6 +25,9 @@ const backupSuffix = ".backup.tmp"
 // it is open, so nothing is left on disk once the Backup is closed, or if
 // the process dies while it is read.
 func (s *Store) Backup(ctx context.Context) (storage.Backup, error) {
+	if err := s.checkBackupSpace(); err != nil {
+		return nil, err
+	}
 	tmp := fmt.Sprintf("%s.%d%s", s.path, time.Now().UnixNano(), backupSuffix)
 	// A connection of its own: VACUUM INTO writes a new database, which
 	// the query-only read pool may not, and it must not wait behind the
@@ -56,6 +59,35 @@ func (s *Store) Backup(ctx context.Context) (storage.Backup, error) {
 		b.remove = tmp
 	}
 	return b, nil
+}
+
+// backupHeadroom is the free space a backup leaves the node's own writes
+// beyond the copy itself.
+const backupHeadroom = 64 << 20
+
+// checkBackupSpace refuses a backup whose copy (at most the database and
+// its write-ahead log) would leave less than backupHeadroom free in the
+// data directory: the node's commits would fail with a full disk while
+// the copy is written.
+func (s *Store) checkBackupSpace() error {
+	if s.freeSpace == nil {
+		return nil
+	}
+	var need uint64 = backupHeadroom
+	for _, p := range []string{s.path, s.path + "-wal"} {
+		if fi, err := os.Stat(p); err == nil {
+			need += uint64(fi.Size())
+		}
+	}
+	free, err := s.freeSpace(filepath.Dir(s.path))
+	if err != nil {
+		return nil // unknown: VACUUM INTO fails cleanly on a full disk
+	}
+	if free < need {
+		return fmt.Errorf("%w in %s for the backup's temporary copy: %d MiB free, %d MiB needed (the database and its log, and %d MiB for the node's own writes)",
+			storage.ErrNoSpace, filepath.Dir(s.path), free>>20, need>>20, backupHeadroom>>20)
+	}
+	return nil
 }
 
 // backupFile is a Backup held in a temporary file.

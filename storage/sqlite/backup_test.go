@@ -246,3 +246,31 @@ func TestStatusAndOpenRefuseNewerSchema(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupRefusedWithoutSpace checks that a backup whose copy would
+// leave the data directory without headroom is refused before anything is
+// written, saying what is free and needed, and goes ahead with room.
+func TestBackupRefusedWithoutSpace(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(t.Context(), filepath.Join(dir, "valise.db"), Options{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	s.freeSpace = func(string) (uint64, error) { return backupHeadroom, nil } // no room for the copy
+	if _, err := s.Backup(t.Context()); !errors.Is(err, storage.ErrNoSpace) || !strings.Contains(err.Error(), "MiB free") {
+		t.Fatalf("Backup with no room = %v, want ErrNoSpace with the sizes", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*"+backupSuffix)); len(left) != 0 {
+		t.Errorf("a refused backup left %v", left)
+	}
+	s.freeSpace = func(string) (uint64, error) { return 1 << 40, nil }
+	b, err := s.Backup(t.Context())
+	if err != nil {
+		t.Fatalf("Backup with room: %v", err)
+	}
+	b.Close()
+	if free, err := statfsFree(dir); err != nil || free == 0 {
+		t.Errorf("statfsFree(%s) = %d, %v; want the free space of the test's file system", dir, free, err)
+	}
+}

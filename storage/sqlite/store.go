@@ -42,6 +42,9 @@ type Store struct {
 	w    *sql.DB // exactly one connection; every write
 	r    *sql.DB // query-only connections
 	log  *slog.Logger
+	// freeSpace returns the bytes available to this process in a
+	// directory (statfs; tests replace it).
+	freeSpace func(dir string) (uint64, error)
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -75,7 +78,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	s := &Store{path: path, w: w, log: log.With("component", "storage.sqlite")}
+	s := &Store{path: path, w: w, log: log.With("component", "storage.sqlite"), freeSpace: statfsFree}
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)

@@ -154,8 +154,11 @@ type AdminServiceClient interface {
 	// separately (see docs/ops/backups.md).
 	//
 	// Errors: FAILED_PRECONDITION when another backup is running on this
-	// node, or when the node stores its data in PostgreSQL (back it up with
-	// pg_dump); CANCELLED or DEADLINE_EXCEEDED when the caller gives up.
+	// node, when the node stores its data in PostgreSQL (back it up with
+	// pg_dump), or when the data directory lacks the free space for the
+	// copy (the database and its log, plus 64 MiB left for the node's own
+	// writes; the message says how much is free and needed); CANCELLED or
+	// DEADLINE_EXCEEDED when the caller gives up.
 	BackupDatabase(ctx context.Context, in *BackupDatabaseRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupDatabaseResponse], error)
 }
 
@@ -462,8 +465,11 @@ type AdminServiceServer interface {
 	// separately (see docs/ops/backups.md).
 	//
 	// Errors: FAILED_PRECONDITION when another backup is running on this
-	// node, or when the node stores its data in PostgreSQL (back it up with
-	// pg_dump); CANCELLED or DEADLINE_EXCEEDED when the caller gives up.
+	// node, when the node stores its data in PostgreSQL (back it up with
+	// pg_dump), or when the data directory lacks the free space for the
+	// copy (the database and its log, plus 64 MiB left for the node's own
+	// writes; the message says how much is free and needed); CANCELLED or
+	// DEADLINE_EXCEEDED when the caller gives up.
 	BackupDatabase(*BackupDatabaseRequest, grpc.ServerStreamingServer[BackupDatabaseResponse]) error
 	mustEmbedUnimplementedAdminServiceServer()
 }
