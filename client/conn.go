@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -116,11 +117,38 @@ func transient(err error) bool {
 }
 
 // retryAttempts and retryBase shape the retries of idempotent calls:
-// 0.25s, 0.5s, 1s, 2s (±20%) between five attempts.
+// 0.25s, 0.5s, 1s, 2s (±20%) between five attempts. A call the node
+// refused as too fast (ResourceExhausted) is repeated only when it says
+// to retry within maxRetryAfter, after the delay it names.
 const (
 	retryAttempts = 5
 	retryBase     = 250 * time.Millisecond
+	maxRetryAfter = 2 * time.Second
 )
+
+// retryInfo returns the retry delay a status carries (google.rpc.RetryInfo).
+func retryInfo(err error) (time.Duration, bool) {
+	for _, det := range status.Convert(err).Details() {
+		if ri, ok := det.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration(), true
+		}
+	}
+	return 0, false
+}
+
+// retryDelay returns how long to wait before repeating a call that failed
+// with err at the given backoff delay, and whether to repeat it at all.
+func retryDelay(err error, backoff time.Duration) (time.Duration, bool) {
+	if transient(err) {
+		return backoff, true
+	}
+	if status.Code(err) == codes.ResourceExhausted {
+		if d, ok := retryInfo(err); ok && d >= 0 && d <= maxRetryAfter {
+			return max(d, backoff/2), true
+		}
+	}
+	return 0, false
+}
 
 // retry runs an idempotent call, repeating it after transient errors with
 // exponential backoff while ctx lasts.
@@ -129,13 +157,17 @@ func retry[T any](ctx context.Context, c *Client, f func(ctx context.Context, rp
 	delay := retryBase
 	for attempt := 1; ; attempt++ {
 		res, err := call(ctx, c, f)
-		if err == nil || !transient(err) || attempt == retryAttempts || ctx.Err() != nil {
+		if err == nil || attempt == retryAttempts || ctx.Err() != nil {
+			return res, err
+		}
+		wait, again := retryDelay(err, delay)
+		if !again {
 			return res, err
 		}
 		c.log.DebugContext(ctx, "retrying call", "attempt", attempt, "code", status.Code(err).String())
-		jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(delay))
+		jitter := time.Duration(rand.Float64() * 0.2 * float64(wait))
 		select {
-		case <-time.After(delay + jitter):
+		case <-time.After(wait + jitter):
 		case <-ctx.Done():
 			return zero, err
 		}

@@ -5,9 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/status"
-
 	"github.com/valise-im/valise"
 )
 
@@ -93,10 +90,8 @@ func (c *Client) pauseClaims(t target, err error) {
 		return
 	}
 	d := c.cfg.DirectoryTTL
-	for _, det := range status.Convert(err).Details() {
-		if ri, ok := det.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			d = ri.GetRetryDelay().AsDuration()
-		}
+	if ri, ok := retryInfo(err); ok {
+		d = ri
 	}
 	d = min(max(d, 0), maxClaimPause)
 	c.cache.mu.Lock()

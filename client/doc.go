@@ -36,7 +36,12 @@
 // Send asks the node for the
 // recipient's keys before every message unless Config.DirectoryTTL lets
 // it reuse them for a short time (a load generator's setting, see
-// docs/E2EE.md "Key lifecycle").
+// docs/E2EE.md "Key lifecycle"). Idempotent calls (key lookups, device
+// lists, sends with their idempotency key, acknowledgements) are repeated
+// up to five times after transient errors (Unavailable, DeadlineExceeded,
+// Aborted) with backoff, and after ResourceExhausted when the node asks
+// to retry within 2 seconds (RetryInfo), after that delay; a longer delay
+// is returned to the caller.
 //
 // Messages carry a small client payload inside the sealed body: a version
 // byte, the conversation's recipient user (so that a user's other devices

@@ -54,6 +54,7 @@ type fakeNode struct {
 	identityChange map[string][]byte // device id → identity key served instead
 	keysDown       bool              // GetDeviceKeys answers Unavailable
 	onGetKeys      func()            // called (without mu) at each GetDeviceKeys
+	keysRefusals   []error           // answered in turn by GetDeviceKeys before it answers
 	loginDeviceID  *string           // device id Login answers instead
 }
 
@@ -226,6 +227,11 @@ func (n *fakeNode) GetDeviceKeys(ctx context.Context, r *clientv1.GetDeviceKeysR
 	}
 	if n.keysDown {
 		return nil, status.Error(codes.Unavailable, "key directory down")
+	}
+	if len(n.keysRefusals) > 0 {
+		err := n.keysRefusals[0]
+		n.keysRefusals = n.keysRefusals[1:]
+		return nil, err
 	}
 	user := localpart(r.GetUser()) + "@" + fakeNodeName
 	resp := &clientv1.GetDeviceKeysResponse{User: user}
