@@ -5,30 +5,15 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/valise-im/valise/internal/testbin"
 	"github.com/valise-im/valise/storage/postgres/pgtest"
 )
 
-// built holds the valised and valise-bench binaries, built once.
-var built struct {
-	once sync.Once
-	dir  string
-	err  error
-	out  []byte
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
 // binaries builds valised and valise-bench side by side (so valise-bench
 // finds valised beside itself) and returns valise-bench's path.
@@ -37,21 +22,8 @@ func binaries(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("the smoke test builds and runs valised and valise-bench; skipped with -short")
 	}
-	built.once.Do(func() {
-		if built.dir, built.err = os.MkdirTemp("", "vbsmoke"); built.err != nil {
-			return
-		}
-		for _, pkg := range []string{"valised", "valise-bench"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(built.dir, pkg), "github.com/valise-im/valise/cmd/"+pkg)
-			if built.out, built.err = cmd.CombinedOutput(); built.err != nil {
-				return
-			}
-		}
-	})
-	if built.err != nil {
-		t.Fatalf("build: %v\n%s", built.err, built.out)
-	}
-	return filepath.Join(built.dir, "valise-bench")
+	testbin.Path(t, "valised")
+	return testbin.Path(t, "valise-bench")
 }
 
 // TestSmoke runs every scenario briefly, with tiny parameters, on SQLite

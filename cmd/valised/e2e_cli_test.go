@@ -13,18 +13,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-)
 
-var cliBuilt struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-	out  []byte
-}
+	"github.com/valise-im/valise/internal/testbin"
+)
 
 // valiseBinary builds the real valise CLI once per test run.
 func valiseBinary(t *testing.T) string {
@@ -32,22 +25,15 @@ func valiseBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds the valise CLI; skipped with -short")
 	}
-	cliBuilt.once.Do(func() {
-		cliBuilt.dir, cliBuilt.err = os.MkdirTemp("", "valise-cli-bin")
-		if cliBuilt.err != nil {
-			return
-		}
-		if cliBuilt.err = os.Mkdir(filepath.Join(cliBuilt.dir, "home"), 0o700); cliBuilt.err != nil {
-			return
-		}
-		cliBuilt.path = filepath.Join(cliBuilt.dir, "valise")
-		cliBuilt.out, cliBuilt.err = exec.Command("go", "build", "-o", cliBuilt.path, "github.com/valise-im/valise/cmd/valise").CombinedOutput()
-	})
-	if cliBuilt.err != nil {
-		t.Fatalf("building valise: %v\n%s", cliBuilt.err, cliBuilt.out)
+	path := testbin.Path(t, "valise")
+	if err := os.MkdirAll(cliHome(path), 0o700); err != nil {
+		t.Fatal(err)
 	}
-	return cliBuilt.path
+	return path
 }
+
+// cliHome is the HOME of the valise binary at bin: a directory beside it.
+func cliHome(bin string) string { return filepath.Join(filepath.Dir(bin), "home") }
 
 // cliTimeout bounds one run of the CLI; the commands that wait (recv) are
 // bounded far lower by their own --timeout.
@@ -63,11 +49,11 @@ func (r cliResult) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// cliEnv is the environment of the CLI: no VALISE_ variables, and a HOME
-// of its own (next to the binary) so that a missing --state never touches
-// a real ~/.valise.
-func cliEnv() []string {
-	return append(childEnv(), "HOME="+filepath.Join(cliBuilt.dir, "home"))
+// cliEnv is the environment of the CLI at bin: no VALISE_ variables, and
+// a HOME of its own (next to the binary) so that a missing --state never
+// touches a real ~/.valise.
+func cliEnv(bin string) []string {
+	return append(childEnv(), "HOME="+cliHome(bin))
 }
 
 // runValise runs the valise binary with args and stdin, as a person would
@@ -76,8 +62,9 @@ func runValise(t *testing.T, stdin string, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), cliTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, valiseBinary(t), args...)
-	cmd.Env = cliEnv()
+	bin := valiseBinary(t)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = cliEnv(bin)
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.WaitDelay = 5 * time.Second
 	var out, errb bytes.Buffer

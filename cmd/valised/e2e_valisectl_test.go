@@ -2,23 +2,13 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/valise-im/valise/internal/config"
+	"github.com/valise-im/valise/internal/testbin"
 )
-
-var ctlBuilt struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-	out  []byte
-}
 
 // valisectlBinary builds the real valisectl once per test run.
 func valisectlBinary(t *testing.T) string {
@@ -26,18 +16,7 @@ func valisectlBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("builds valisectl; skipped with -short")
 	}
-	ctlBuilt.once.Do(func() {
-		ctlBuilt.dir, ctlBuilt.err = os.MkdirTemp("", "valisectl-bin")
-		if ctlBuilt.err != nil {
-			return
-		}
-		ctlBuilt.path = filepath.Join(ctlBuilt.dir, "valisectl")
-		ctlBuilt.out, ctlBuilt.err = exec.Command("go", "build", "-o", ctlBuilt.path, "github.com/valise-im/valise/cmd/valisectl").CombinedOutput()
-	})
-	if ctlBuilt.err != nil {
-		t.Fatalf("building valisectl: %v\n%s", ctlBuilt.err, ctlBuilt.out)
-	}
-	return ctlBuilt.path
+	return testbin.Path(t, "valisectl")
 }
 
 // ctl runs valisectl against the node with stdin and returns stdout,

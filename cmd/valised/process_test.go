@@ -29,29 +29,12 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/valise-im/valise/internal/config"
+	"github.com/valise-im/valise/internal/testbin"
 	adminv1 "github.com/valise-im/valise/proto/valise/admin/v1"
 	clientv1 "github.com/valise-im/valise/proto/valise/client/v1"
 )
 
-// The valised binary is built at most once per test binary run, into a
-// temporary directory that TestMain removes.
-var built struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-	out  []byte
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	for _, dir := range []string{built.dir, ctlBuilt.dir, cliBuilt.dir} {
-		if dir != "" {
-			os.RemoveAll(dir)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
 
 // valisedBinary returns the path of a freshly built valised binary. It
 // skips in -short mode, since process tests build and run the daemon.
@@ -60,19 +43,7 @@ func valisedBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("process tests build and run the valised binary; skipped with -short")
 	}
-	built.once.Do(func() {
-		built.dir, built.err = os.MkdirTemp("", "valised-bin")
-		if built.err != nil {
-			return
-		}
-		built.path = filepath.Join(built.dir, "valised")
-		cmd := exec.Command("go", "build", "-o", built.path, "github.com/valise-im/valise/cmd/valised")
-		built.out, built.err = cmd.CombinedOutput()
-	})
-	if built.err != nil {
-		t.Fatalf("building valised: %v\n%s", built.err, built.out)
-	}
-	return built.path
+	return testbin.Path(t, "valised")
 }
 
 // childEnv is the test's environment without the VALISE_ variables that

@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/valise-im/valise/internal/config"
+	"github.com/valise-im/valise/internal/testbin"
 	"github.com/valise-im/valise/storage/postgres/pgtest"
 )
 
@@ -149,18 +150,14 @@ func materialize(t *testing.T, root string, spec *corev1.PodSpec, c *corev1.Cont
 	}
 }
 
-// buildValised builds cmd/valised and cmd/valisectl into a directory
-// every user may read and returns valised's path.
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m)) }
+
+// buildValised builds cmd/valised and cmd/valisectl side by side, into a
+// directory every user may read, and returns valised's path.
 func buildValised(t *testing.T) string {
 	t.Helper()
-	dir := worldReadableTempDir(t)
-	bin := filepath.Join(dir, "valised")
-	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"github.com/valise-im/valise/cmd/valised", "github.com/valise-im/valise/cmd/valisectl").CombinedOutput()
-	if err != nil {
-		t.Fatalf("building valised: %v\n%s", err, out)
-	}
-	return bin
+	testbin.Path(t, "valisectl")
+	return testbin.Path(t, "valised")
 }
 
 // worldReadableTempDir returns a t.TempDir that other users may traverse.
