@@ -126,12 +126,10 @@ func (s *sender) run(ctx context.Context) {
 		}
 		s.backingOff.Store(false)
 		more, err := s.step(ctx)
-		if err == nil && !more {
-			err = s.finished(ctx)
-		}
 		if err != nil {
-			s.finished(ctx) // a failed step may leave a finish running
+			s.finished(ctx) // a failed step may leave a recording running
 		}
+		// A step that found nothing more to do waited for any recording.
 		switch {
 		case ctx.Err() != nil:
 		case errors.Is(err, errLostLease):
