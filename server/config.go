@@ -38,6 +38,10 @@ type Config struct {
 	// later one is a new send. Node.Run prunes older records every hour.
 	// The default, 30 days, outlasts any client's retries by far.
 	IdempotencyRetention time.Duration
+	// DatabaseUp, if set, is called after every database ping (at start,
+	// then every 10 s) with whether the database answered within 5 s, for
+	// readiness probes. It must not block.
+	DatabaseUp func(up bool)
 	// Remote relays envelopes to, and looks up keys on, other nodes. Nil
 	// turns federation off: users of other nodes are then NotFound.
 	Remote Remote

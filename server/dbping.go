@@ -7,15 +7,17 @@ import (
 
 const (
 	// pingInterval is how often Run pings the database for the
-	// valise_storage_ping_seconds and valise_storage_up metrics.
+	// valise_storage_ping_seconds and valise_storage_up metrics and
+	// Config.DatabaseUp.
 	pingInterval = 10 * time.Second
 	// pingTimeout bounds one ping; a ping that takes longer counts as down.
 	pingTimeout = 5 * time.Second
 )
 
 // runPinger pings the database at once and then every interval, until ctx
-// ends, recording the latency and whether it answered. A change between
-// answering and not is logged once, not every failed ping.
+// ends, recording the latency and whether it answered, and telling
+// Config.DatabaseUp. A change between answering and not is logged once,
+// not every failed ping.
 func (n *Node) runPinger(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -30,6 +32,9 @@ func (n *Node) runPinger(ctx context.Context, interval time.Duration) {
 			return
 		}
 		n.metrics.observePing(d, err)
+		if n.cfg.DatabaseUp != nil {
+			n.cfg.DatabaseUp(err == nil)
+		}
 		switch {
 		case err != nil && up:
 			n.log.ErrorContext(ctx, "database not answering", "error", err, "duration", d)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,16 +41,18 @@ func (f *flakyDB) Ping(context.Context) error {
 	return err
 }
 
-// TestPinger checks valise_storage_up and the ping histogram through an
-// outage, and that the outage is logged once when it starts and once when
-// it ends, not at every failed ping.
+// TestPinger checks valise_storage_up, the ping histogram and
+// Config.DatabaseUp through an outage, and that the outage is logged once
+// when it starts and once when it ends, not at every failed ping.
 func TestPinger(t *testing.T) {
 	down := errors.New("connection refused")
 	db := &flakyDB{results: []error{nil, down, down, down, nil, nil}, pinged: make(chan struct{}), proceed: make(chan struct{})}
 	var logs bytes.Buffer
 	var logMu sync.Mutex
 	reg := prometheus.NewRegistry()
-	n := &Node{store: db, metrics: NewMetrics(reg), log: slog.New(slog.NewTextHandler(&lockedWriter{&logMu, &logs}, nil))}
+	var ups []bool // what DatabaseUp was told; read after the pinger stopped
+	n := &Node{store: db, metrics: NewMetrics(reg), log: slog.New(slog.NewTextHandler(&lockedWriter{&logMu, &logs}, nil)),
+		cfg: Config{DatabaseUp: func(up bool) { ups = append(ups, up) }}}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
@@ -70,6 +73,9 @@ func TestPinger(t *testing.T) {
 	}
 	<-done
 	// The sixth ping ends with the node stopping and is not recorded.
+	if want := []bool{true, false, false, false, true}; !slices.Equal(ups, want) {
+		t.Errorf("DatabaseUp was told %v, want %v", ups, want)
+	}
 	if got := scraped(t, reg, "valise_storage_ping_seconds_count"); got != "2" {
 		t.Errorf("valise_storage_ping_seconds_count = %s, want the 2 answered pings", got)
 	}

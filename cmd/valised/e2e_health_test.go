@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,26 +219,11 @@ func TestHealthReadinessFollowsDatabase(t *testing.T) {
 	eventually(t, 60*time.Second, "valise.ready SERVING again", func() bool { return probe(readyService) == 0 })
 }
 
-// TestWatchReadiness drives the readiness loop with a database that
-// fails on demand.
-func TestWatchReadiness(t *testing.T) {
+// TestSetReadiness checks that the readiness service follows what the
+// node's database pinger reports.
+func TestSetReadiness(t *testing.T) {
 	status := newHealthStatus()
-	fail := make(chan error, 1)
-	fail <- nil
-	var last error
-	ping := func(context.Context) error {
-		select {
-		case last = <-fail:
-		default:
-		}
-		return last
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan struct{})
-	go func() {
-		watchReadiness(ctx, status, ping, time.Millisecond, time.Second, slog.New(slog.DiscardHandler))
-		close(done)
-	}()
+	up := setReadiness(status)
 	get := func() healthpb.HealthCheckResponse_ServingStatus {
 		res, err := status.Check(t.Context(), &healthpb.HealthCheckRequest{Service: readyService})
 		if err != nil {
@@ -248,13 +231,18 @@ func TestWatchReadiness(t *testing.T) {
 		}
 		return res.Status
 	}
-	eventually(t, 10*time.Second, "ready", func() bool { return get() == healthpb.HealthCheckResponse_SERVING })
-	fail <- errors.New("database down")
-	eventually(t, 10*time.Second, "not ready", func() bool { return get() == healthpb.HealthCheckResponse_NOT_SERVING })
-	fail <- nil
-	eventually(t, 10*time.Second, "ready again", func() bool { return get() == healthpb.HealthCheckResponse_SERVING })
-	cancel()
-	<-done
+	if got := get(); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("before the first ping: %v, want NOT_SERVING", got)
+	}
+	for _, tc := range []struct {
+		up   bool
+		want healthpb.HealthCheckResponse_ServingStatus
+	}{{true, healthpb.HealthCheckResponse_SERVING}, {false, healthpb.HealthCheckResponse_NOT_SERVING}, {true, healthpb.HealthCheckResponse_SERVING}} {
+		up(tc.up)
+		if got := get(); got != tc.want {
+			t.Errorf("after a ping answered %v: %v, want %v", tc.up, got, tc.want)
+		}
+	}
 }
 
 // TestDialable checks that wildcard listen hosts are probed on loopback.

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"log/slog"
-	"time"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -16,13 +12,6 @@ import (
 // the database answers (readiness); the overall service "" reports
 // SERVING from the moment the node serves until it shuts down (liveness).
 const readyService = "valise.ready"
-
-// How often the readiness check pings the database, and how long one ping
-// may take before the node counts as not ready.
-const (
-	readyInterval = 5 * time.Second
-	readyTimeout  = 2 * time.Second
-)
 
 // newHealthStatus returns the health status of the plaintext health
 // listener: everything NOT_SERVING until the node serves.
@@ -42,39 +31,15 @@ func newHealthServer(limits server.GRPCLimits, status *health.Server) *grpc.Serv
 	return s
 }
 
-// watchReadiness pings the database at once and then every interval, each
-// ping bounded by timeout, and sets readyService to SERVING while it
-// answers and NOT_SERVING while it does not, logging each change. It
-// returns when ctx ends.
-func watchReadiness(ctx context.Context, status *health.Server, ping func(context.Context) error, interval, timeout time.Duration, log *slog.Logger) {
-	ready, known := false, false
-	check := func() {
-		pctx, cancel := context.WithTimeout(ctx, timeout)
-		err := ping(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
+// setReadiness returns the server's Config.DatabaseUp for the health
+// status: readyService is SERVING while the node's database pings answer
+// (the node logs the changes) and NOT_SERVING while they do not.
+func setReadiness(status *health.Server) func(up bool) {
+	return func(up bool) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if up {
+			st = healthpb.HealthCheckResponse_SERVING
 		}
-		switch {
-		case err == nil && (!ready || !known):
-			ready, known = true, true
-			status.SetServingStatus(readyService, healthpb.HealthCheckResponse_SERVING)
-			log.InfoContext(ctx, "database answers: ready")
-		case err != nil && (ready || !known):
-			ready, known = false, true
-			status.SetServingStatus(readyService, healthpb.HealthCheckResponse_NOT_SERVING)
-			log.WarnContext(ctx, "database does not answer: not ready", "err", err.Error())
-		}
-	}
-	check()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			check()
-		}
+		status.SetServingStatus(readyService, st)
 	}
 }

@@ -196,6 +196,11 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		return err
 	}
 	scfg.Remote = outbound
+	// The plaintext health listener's status: liveness ("") and readiness
+	// (readyService, following the node's database pings) for container
+	// and Kubernetes probes.
+	healthStatus := newHealthStatus()
+	scfg.DatabaseUp = setReadiness(healthStatus)
 	node = server.NewNode(scfg, store, server.NewMetrics(reg), log)
 
 	// Every listener is closed on the way out, also when a later one fails
@@ -281,9 +286,6 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 		listeners = append(listeners, lis)
 		r.AdminRemote = lis.Addr().String()
 	}
-	// The plaintext health listener: liveness ("") and readiness
-	// (readyService) for container and Kubernetes probes.
-	healthStatus := newHealthStatus()
 	if cfg.Listen.Health != "" {
 		lis, err := net.Listen("tcp", cfg.Listen.Health)
 		if err != nil {
@@ -344,10 +346,6 @@ func serve(ctx context.Context, dir string, cfg config.Config, log *slog.Logger,
 				}
 			}
 		}
-	})
-	g.Go(func() error {
-		watchReadiness(gctx, healthStatus, store.Ping, readyInterval, readyTimeout, log.With("component", "health"))
-		return nil
 	})
 	if metricsSrv != nil {
 		g.Go(func() error {
